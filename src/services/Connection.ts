@@ -1,0 +1,77 @@
+import * as Data from "effect/Data"
+import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
+import type { HttpRequest } from "../domain/Handshake.ts"
+import type { Message, Outgoing } from "./Message.ts"
+
+/** How a connection ended. `code` 1006 means no close frame was exchanged (RFC 6455 §7.1.5). */
+export interface CloseInfo {
+  readonly code: number
+  readonly reason: string
+  /** Both close frames were exchanged (RFC 6455 §7.1.1). */
+  readonly wasClean: boolean
+  /** Who started the close: the peer, this server, or nobody (TCP dropped). */
+  readonly initiatedBy: "peer" | "server" | "transport"
+}
+
+/** `send`, `ping` or `close` after the connection has begun closing. */
+export class ConnectionClosedError extends Data.TaggedError("ConnectionClosedError")<{
+  readonly connectionId: number
+}> {
+  override get message(): string {
+    return `connection ${this.connectionId} is closing or closed`
+  }
+}
+
+/** `send` refused a message because the outbound buffer is over its limit and the policy is "drop". */
+export class MessageDroppedError extends Data.TaggedError("MessageDroppedError")<{
+  readonly connectionId: number
+  readonly bufferedBytes: number
+}> {
+  override get message(): string {
+    return `connection ${this.connectionId}: message dropped, ${this.bufferedBytes} bytes already buffered`
+  }
+}
+
+/** What is known about the upgrade request of a connection. */
+export interface ConnectionInfo {
+  readonly id: number
+  readonly request: HttpRequest
+  readonly path: string
+  readonly query: URLSearchParams
+  /** Header lookup, case-insensitive; several headers of one name are joined with ", ". */
+  readonly header: (name: string) => string | undefined
+  readonly remoteAddress: string | undefined
+  /** The subprotocol chosen at upgrade (RFC 6455 §1.9), if any. */
+  readonly protocol: string | undefined
+  /** The `Sec-WebSocket-Extensions` answer, if an extension was agreed. */
+  readonly extensions: string | undefined
+  /** Route parameters, e.g. `{ room: "lobby" }` for `/chat/:room`. */
+  readonly params: Readonly<Record<string, string>>
+}
+
+/**
+ * One open WebSocket, as user code sees it.
+ *
+ * @example
+ * const echo = (conn: Connection) =>
+ *   conn.messages.pipe(Stream.runForEach((message) => conn.send(message)))
+ */
+export interface Connection extends ConnectionInfo {
+  /** Data messages in arrival order; ends when the connection closes. Pulling slowly slows the peer down (TCP backpressure). */
+  readonly messages: Stream.Stream<Message>
+  /** Queue a message (string = text, bytes = binary). Suspends while the outbound buffer is over its limit (policy "suspend"). */
+  readonly send: (message: Outgoing) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError>
+  /** Queue several messages in one write. */
+  readonly sendAll: (messages: ReadonlyArray<Outgoing>) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError>
+  /** Queue a frame already encoded with `FrameEncoder` (used by broadcasts, which encode once for every subscriber). */
+  readonly sendFrame: (frame: Uint8Array) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError>
+  /** Send a ping (payload ≤ 125 bytes). */
+  readonly ping: (payload?: Uint8Array) => Effect.Effect<void, ConnectionClosedError>
+  /** Start the closing handshake (RFC 6455 §7.1.2). Idempotent; does not wait. */
+  readonly close: (code?: number, reason?: string) => Effect.Effect<void>
+  /** Completes when the connection has fully closed. */
+  readonly closed: Effect.Effect<CloseInfo>
+  /** Bytes queued for this peer and not yet handed to the socket. */
+  readonly bufferedAmount: () => number
+}

@@ -1,0 +1,488 @@
+/**
+ * The reactor: one scoped fiber per connection, in the spirit of the original
+ * epoll design (a state per socket: handshake → open → closing → closed) but
+ * with the protocol itself in the pure `Handshake` and `FrameDecoder`
+ * transducers. This module owns the I/O: reading, writing, deadlines and the
+ * close handshake. It never lets one connection's failure reach another.
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
+import type * as Socket from "effect/socket/Socket"
+import * as Stream from "effect/Stream"
+import * as CloseCode from "../domain/CloseCode.ts"
+import * as FrameDecoder from "../domain/FrameDecoder.ts"
+import * as FrameEncoder from "../domain/FrameEncoder.ts"
+import * as Handshake from "../domain/Handshake.ts"
+import type { ProtocolError } from "../domain/ProtocolError.ts"
+import {
+  type CloseInfo,
+  type Connection,
+  ConnectionClosedError,
+  type ConnectionInfo,
+  MessageDroppedError
+} from "./Connection.ts"
+import * as Message from "./Message.ts"
+import type { ServerOptions } from "./Options.ts"
+import type { Incoming } from "./Transport.ts"
+
+/** A plain HTTP answer (non-upgrade requests, refused upgrades). */
+export interface HttpResponse {
+  readonly status: number
+  readonly headers?: ReadonlyArray<readonly [string, string]> | undefined
+  readonly body?: string | Uint8Array | undefined
+}
+
+/** Who is on the other end, as far as the transport knows. */
+export interface Peer {
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+}
+
+/** Accept an upgrade: the handler runs for the life of the connection. */
+export interface Accept<R> {
+  readonly _tag: "Accept"
+  readonly protocol?: string | undefined
+  readonly extensions?: string | undefined
+  readonly headers?: ReadonlyArray<readonly [string, string]> | undefined
+  readonly params?: Readonly<Record<string, string>> | undefined
+  readonly handler: (connection: Connection) => Effect.Effect<void, unknown, R>
+}
+
+/** Refuse an upgrade with any HTTP status (401, 403, 404, 429 ...). */
+export interface Reject {
+  readonly _tag: "Reject"
+  readonly response: HttpResponse
+}
+
+export type UpgradeDecision<R> = Accept<R> | Reject
+
+/**
+ * What the reactor asks of the application, once per connection: how to
+ * answer a plain HTTP request, and whether (and how) to accept an upgrade.
+ * `Router` builds one from routes.
+ */
+export interface App<R> {
+  readonly http: (request: Handshake.HttpRequest, peer: Peer) => Effect.Effect<HttpResponse, never, R>
+  readonly upgrade: (upgrade: Handshake.UpgradeRequest, peer: Peer) => Effect.Effect<UpgradeDecision<R>, never, R>
+}
+
+/** Lifecycle callbacks for the server around the reactor (registry, logs, metrics). */
+export interface Hooks {
+  readonly onHandshake?: (status: number) => void
+  readonly onOpen?: (handle: ConnectionHandle) => void
+  readonly onClose?: (handle: ConnectionHandle, info: CloseInfo) => void
+  readonly onProtocolError?: (handle: ConnectionHandle, error: ProtocolError) => void
+}
+
+/** The server's view of a live connection: enough to count it and to close it at shutdown. */
+export interface ConnectionHandle {
+  readonly info: ConnectionInfo
+  readonly close: (code: number, reason: string) => Effect.Effect<void>
+  readonly closed: Effect.Effect<CloseInfo>
+}
+
+let nextConnectionId = 1
+
+type Pull = Effect.Effect<ReadonlyArray<Uint8Array>, Socket.SocketError>
+
+// RFC 6455 §7.1.1 wants the server to close TCP first; these states say how far the closing handshake got.
+const OPEN = 0
+const CLOSING = 1 // our close frame is queued, waiting for the peer's
+const CLOSED = 2 // no more frames will be sent
+
+/**
+ * Run one accepted connection to its end: read the HTTP request under the
+ * handshake deadline, answer it, and for an accepted upgrade run the frame
+ * loop and the application's handler. Never fails; always releases the socket.
+ */
+export const runConnection = <R>(
+  incoming: Incoming,
+  app: App<R>,
+  options: ServerOptions,
+  hooks: Hooks = {}
+): Effect.Effect<void, never, R> =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const scope = yield* Effect.scope
+      const reader = yield* incoming.socket.reader
+      // The writer lives in its own scope: closing it half-closes TCP (FIN) while we keep reading.
+      const writerScope = yield* Scope.fork(scope)
+      const writer = yield* Scope.provide(incoming.socket.writer, writerScope)
+      const peer: Peer = { remoteAddress: incoming.remoteAddress, remotePort: incoming.remotePort }
+
+      const pull = reader.pull as Pull // TCP sockets yield bytes only
+      const head = yield* readRequest(pull, options).pipe(
+        Effect.timeoutOrElse({
+          duration: options.handshakeTimeoutMs,
+          orElse: () => Effect.succeed({ _tag: "Timeout" } as const)
+        })
+      )
+      const answer = (bytes: Uint8Array, status: number) => {
+        hooks.onHandshake?.(status)
+        return Effect.ignore(writer.write(bytes))
+      }
+      switch (head._tag) {
+        case "Timeout":
+        case "Gone":
+          return
+        case "Invalid":
+          return yield* answer(Handshake.rejectResponse(head.error), head.error.status)
+        case "Request":
+          break
+      }
+      const request = head.request
+      if (!Handshake.isUpgradeAttempt(request)) {
+        const response = yield* app.http(request, peer)
+        return yield* answer(Handshake.httpResponse(response), response.status)
+      }
+      const validated = Handshake.validateUpgrade(request)
+      if (validated._tag === "Error") {
+        return yield* answer(Handshake.rejectResponse(validated.error), validated.error.status)
+      }
+      const decision = yield* app.upgrade(validated.upgrade, peer)
+      if (decision._tag === "Reject") {
+        return yield* answer(Handshake.httpResponse(decision.response), decision.response.status)
+      }
+      yield* answer(
+        Handshake.acceptResponse({
+          key: validated.upgrade.key,
+          protocol: decision.protocol,
+          extensions: decision.extensions,
+          headers: decision.headers
+        }),
+        101
+      )
+      yield* runOpen({ scope, writerScope, pull, writer, request, peer, decision, leftover: head.rest, options, hooks })
+    })
+  ).pipe(Effect.catchCause((cause) => Effect.logError("connection failed", cause)))
+
+type Head =
+  | { readonly _tag: "Request"; readonly request: Handshake.HttpRequest; readonly rest: ReadonlyArray<Uint8Array> }
+  | { readonly _tag: "Invalid"; readonly error: Handshake.HandshakeError }
+  | { readonly _tag: "Gone" }
+
+/** Read until the request head is complete; bytes after it are kept for the frame decoder. */
+const readRequest = (pull: Pull, options: ServerOptions): Effect.Effect<Head> =>
+  Effect.gen(function*() {
+    let parser = Handshake.initialRequestParser({ maxHeaderBytes: options.maxHeaderBytes })
+    while (true) {
+      const chunks = yield* Effect.result(pull)
+      if (chunks._tag === "Failure") return { _tag: "Gone" } as const
+      for (let i = 0; i < chunks.success.length; i++) {
+        const result = Handshake.stepRequest(parser, chunks.success[i])
+        if (result._tag === "NeedMore") {
+          parser = result.parser
+          continue
+        }
+        if (result._tag === "Invalid") return result
+        const rest = result.rest.length > 0 ? [result.rest] : []
+        for (let j = i + 1; j < chunks.success.length; j++) rest.push(chunks.success[j])
+        return { _tag: "Request", request: result.request, rest } as const
+      }
+    }
+  })
+
+interface OpenContext<R> {
+  readonly scope: Scope.Scope
+  readonly writerScope: Scope.Closeable
+  readonly pull: Pull
+  readonly writer: Socket.Writer
+  readonly request: Handshake.HttpRequest
+  readonly peer: Peer
+  readonly decision: Accept<R>
+  readonly leftover: ReadonlyArray<Uint8Array>
+  readonly options: ServerOptions
+  readonly hooks: Hooks
+}
+
+const emptyParams: Readonly<Record<string, string>> = Object.freeze({})
+
+/** The data-transfer phase: frames in, frames out, until both close frames are exchanged or TCP drops. */
+const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
+  Effect.gen(function*() {
+    const { options, hooks, writer } = ctx
+    const id = nextConnectionId++
+    const inbound = yield* Queue.bounded<Message.Message, Cause.Done>(options.inboundQueueSize)
+    const closedDeferred = yield* Deferred.make<CloseInfo>()
+    const closeStarted = yield* Deferred.make<void>()
+
+    // ---- outbound: frames are queued synchronously and written in batches by one flusher fiber ----
+    let state = OPEN
+    let outbox: Array<Uint8Array> = []
+    let outboxBytes = 0
+    let wakeFlusher: ((effect: Effect.Effect<void>) => void) | undefined
+    let drainWaiters: Array<(effect: Effect.Effect<void>) => void> = []
+    let writesDone = false
+    let localClose: { code: number; reason: string } | undefined
+    let peerClose: { code: number | undefined; reason: string } | undefined
+    let writeFailed = false
+
+    const enqueue = (frame: Uint8Array) => {
+      outbox.push(frame)
+      outboxBytes += frame.length
+      if (wakeFlusher !== undefined) {
+        const wake = wakeFlusher
+        wakeFlusher = undefined
+        wake(Effect.void)
+      }
+    }
+    const enqueueAll = (frames: ReadonlyArray<Uint8Array>) => {
+      for (let i = 0; i < frames.length; i++) enqueue(frames[i])
+    }
+    const waitForWork = Effect.callback<void>((resume) => {
+      if (outbox.length > 0 || writesDone) return resume(Effect.void)
+      wakeFlusher = resume
+      return Effect.sync(() => {
+        if (wakeFlusher === resume) wakeFlusher = undefined
+      })
+    })
+    const flusher = Effect.gen(function*() {
+      while (true) {
+        if (outbox.length === 0) {
+          if (writesDone) return
+          yield* waitForWork
+          continue
+        }
+        const batch = outbox
+        const bytes = outboxBytes
+        outbox = []
+        const written = yield* Effect.result(writer.writeAll(batch as [Uint8Array, ...Array<Uint8Array>]))
+        outboxBytes -= bytes
+        if (written._tag === "Failure") {
+          writeFailed = true
+          outbox = []
+          outboxBytes = 0
+          state = CLOSED
+        }
+        if (drainWaiters.length > 0 && outboxBytes <= options.outboundHighWaterMark) {
+          const waiters = drainWaiters
+          drainWaiters = []
+          for (const resume of waiters) resume(Effect.void)
+        }
+        if (writeFailed) return
+      }
+    })
+    const waitForDrain = Effect.callback<void>((resume) => {
+      if (outboxBytes <= options.outboundHighWaterMark || state === CLOSED) return resume(Effect.void)
+      drainWaiters.push(resume)
+    })
+
+    const closedError = new ConnectionClosedError({ connectionId: id })
+    const encodeMessage = (message: Message.Message): Array<Uint8Array> => {
+      const binary = message._tag === "Binary"
+      const payload = message.data
+      if (options.fragmentSize > 0 && payload.length > options.fragmentSize) {
+        return FrameEncoder.encodeMessage({ binary, payload, fragmentSize: options.fragmentSize })
+      }
+      // One buffer for small frames (one copy is cheaper than a vectored write); header + payload for large ones.
+      if (payload.length <= 4096) {
+        return [FrameEncoder.encodeFrameConcat({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text }, payload)]
+      }
+      return FrameEncoder.encodeFrame({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text }, payload)
+    }
+    // Backpressure policy, applied after queueing: "suspend" waits for the buffer to drain below the mark.
+    const afterQueue: Effect.Effect<void, MessageDroppedError> = Effect.suspend(() => {
+      if (outboxBytes <= options.outboundHighWaterMark) return Effect.void
+      if (options.backpressure === "suspend") return waitForDrain
+      if (options.backpressure === "close") return startClose(CloseCode.PolicyViolation, "send buffer full")
+      return Effect.void
+    })
+    const dropCheck = (): MessageDroppedError | undefined =>
+      options.backpressure === "drop" && outboxBytes > options.outboundHighWaterMark
+        ? new MessageDroppedError({ connectionId: id, bufferedBytes: outboxBytes })
+        : undefined
+    const sendFrames = (frames: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
+      Effect.suspend((): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> => {
+        if (state !== OPEN) return Effect.fail(closedError)
+        const dropped = dropCheck()
+        if (dropped !== undefined) return Effect.fail(dropped)
+        enqueueAll(frames)
+        return afterQueue
+      })
+
+    // ---- closing handshake ----
+    const startClose = (code: number, reason: string): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (state !== OPEN) return Effect.void
+        state = CLOSING
+        localClose = { code, reason }
+        enqueue(FrameEncoder.encodeClose(code, reason))
+        return Deferred.succeed(closeStarted, undefined)
+      })
+
+    // ---- inbound: decode chunks, answer control frames, hand messages to the handler ----
+    let decoder = FrameDecoder.initial({ role: "server", maxMessageSize: options.maxMessageSize })
+    let protocolError: ProtocolError | undefined
+    let eof = false
+    const handleChunk = (chunk: Uint8Array, messages: Array<Message.Message>): boolean => {
+      const result = FrameDecoder.step(decoder, chunk)
+      decoder = result.state
+      const events = result.events
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i]
+        switch (event._tag) {
+          case "Message":
+            if (state === OPEN) {
+              messages.push(event.binary ? new Message.BinaryMessage(event.data) : Message.textFromUtf8(event.data))
+            }
+            break
+          case "Ping":
+            // RFC 6455 §5.5.3: answer with the same payload, unless we already sent a close frame.
+            if (state === OPEN) enqueue(FrameEncoder.encodePong(event.data))
+            break
+          case "Pong":
+            break // unsolicited pongs are allowed (§5.5.3); heartbeats look at them
+          case "Close":
+            peerClose = { code: event.code, reason: event.reason }
+            if (state === OPEN) {
+              // §5.5.1: echo the peer's status code.
+              enqueue(FrameEncoder.encodeClose(event.code, event.code === undefined ? undefined : ""))
+            }
+            state = CLOSED
+            return true
+        }
+      }
+      if (result.error !== undefined) {
+        protocolError = result.error
+        if (state === OPEN) {
+          // §7.1.7 Fail the WebSocket Connection: send a close frame with the code, then close TCP.
+          enqueue(FrameEncoder.encodeClose(result.error.closeCode, result.error.reason))
+        }
+        state = CLOSED
+        return true
+      }
+      return false
+    }
+    const readFrames: Effect.Effect<void> = Effect.gen(function*() {
+      const messages: Array<Message.Message> = []
+      let done = false
+      for (const chunk of ctx.leftover) {
+        if (handleChunk(chunk, messages)) {
+          done = true
+          break
+        }
+      }
+      while (true) {
+        if (messages.length > 0) {
+          yield* Queue.offerAll(inbound, messages.splice(0, messages.length))
+        }
+        if (done) return
+        const chunks = yield* Effect.result(ctx.pull)
+        if (chunks._tag === "Failure") {
+          eof = true
+          return
+        }
+        for (let i = 0; i < chunks.success.length; i++) {
+          if (handleChunk(chunks.success[i], messages)) {
+            done = true
+            break
+          }
+        }
+      }
+    })
+
+    const query = ctx.request.query
+    const connection: Connection = {
+      id,
+      request: ctx.request,
+      path: ctx.request.path,
+      get query() {
+        return new URLSearchParams(query)
+      },
+      header: (name) => Handshake.header(ctx.request, name),
+      remoteAddress: ctx.peer.remoteAddress,
+      protocol: ctx.decision.protocol,
+      extensions: ctx.decision.extensions,
+      params: ctx.decision.params ?? emptyParams,
+      messages: Stream.fromQueue(inbound),
+      send: (message) => sendFrames(encodeMessage(Message.toPayload(message))),
+      sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m)))),
+      sendFrame: (frame) => sendFrames([frame]),
+      ping: (payload) =>
+        Effect.suspend(() => {
+          if (state !== OPEN) return Effect.fail(closedError)
+          enqueue(FrameEncoder.encodePing(payload))
+          return Effect.void
+        }),
+      close: (code = CloseCode.Normal, reason = "") => startClose(code, reason),
+      closed: Deferred.await(closedDeferred),
+      bufferedAmount: () => outboxBytes
+    }
+    const handle: ConnectionHandle = {
+      info: connection,
+      close: (code, reason) => startClose(code, reason),
+      closed: connection.closed
+    }
+
+    const flusherFiber = yield* Effect.forkIn(flusher, ctx.scope)
+    hooks.onOpen?.(handle)
+    // The handler: its end (success or failure) starts a close; it is interrupted when the connection ends.
+    const handlerFiber = yield* Effect.forkIn(
+      ctx.decision.handler(connection).pipe(
+        Effect.matchCauseEffect({
+          onSuccess: () => startClose(CloseCode.Normal, ""),
+          onFailure: (cause) =>
+            Cause.hasInterruptsOnly(cause)
+              ? Effect.void
+              : Effect.andThen(
+                Effect.logError("connection handler failed", cause),
+                startClose(CloseCode.InternalError, "internal error")
+              )
+        })
+      ),
+      ctx.scope
+    )
+
+    // Read until the closing handshake completes, the peer disconnects, or our close goes unanswered.
+    const closeDeadline = Effect.andThen(Deferred.await(closeStarted), Effect.sleep(options.closeTimeoutMs))
+    const timedOut = yield* Effect.raceFirst(
+      Effect.as(readFrames, false),
+      Effect.as(closeDeadline, true)
+    )
+    state = CLOSED
+    yield* Queue.end(inbound)
+    if (protocolError !== undefined) {
+      hooks.onProtocolError?.(handle, protocolError)
+      yield* Effect.logInfo("protocol error", protocolError.message).pipe(Effect.annotateLogs({ connection: id }))
+    }
+
+    // Flush what is queued (our close frame included), then half-close TCP (FIN).
+    writesDone = true
+    if (wakeFlusher !== undefined) wakeFlusher(Effect.void)
+    yield* Fiber.await(flusherFiber).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
+    yield* Scope.close(ctx.writerScope, Exit.void)
+    // After a protocol error the peer may still be sending: drain until it closes, so the kernel
+    // does not answer unread data with RST and destroy our close frame in flight.
+    if (!eof && !timedOut && protocolError !== undefined) {
+      yield* drain(ctx.pull).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
+    }
+
+    const info: CloseInfo = protocolError !== undefined
+      ? { code: protocolError.closeCode, reason: protocolError.reason, wasClean: false, initiatedBy: "server" }
+      : peerClose !== undefined
+      ? {
+        code: localClose?.code ?? peerClose.code ?? CloseCode.NoStatus,
+        reason: localClose?.reason ?? peerClose.reason,
+        wasClean: !writeFailed,
+        initiatedBy: localClose !== undefined ? "server" : "peer"
+      }
+      : localClose !== undefined
+      ? { code: CloseCode.Abnormal, reason: localClose.reason, wasClean: false, initiatedBy: "server" }
+      : { code: CloseCode.Abnormal, reason: "", wasClean: false, initiatedBy: "transport" }
+    yield* Deferred.succeed(closedDeferred, info)
+    hooks.onClose?.(handle, info)
+    yield* Fiber.interrupt(handlerFiber)
+  })
+
+const drain = (pull: Pull): Effect.Effect<void> =>
+  Effect.gen(function*() {
+    while (true) {
+      const chunks = yield* Effect.result(pull)
+      if (chunks._tag === "Failure") return
+    }
+  })

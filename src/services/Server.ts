@@ -1,0 +1,93 @@
+/**
+ * A running server: accepts connections from the `Transport`, runs each in
+ * the reactor, keeps a registry of open connections (for counts, metrics and
+ * shutdown) and shuts down gracefully: stop accepting, close 1001 to every
+ * peer, wait for their close frames up to a deadline.
+ */
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as CloseCode from "../domain/CloseCode.ts"
+import type { CloseInfo } from "./Connection.ts"
+import { decodeOptions, type ServerOptions } from "./Options.ts"
+import { type App, type ConnectionHandle, type Hooks, runConnection } from "./Reactor.ts"
+import { Transport } from "./Transport.ts"
+
+/** Live view of the server for health checks and metrics. */
+export interface ServerState {
+  readonly connections: ReadonlySet<ConnectionHandle>
+  readonly startedAt: number
+  shuttingDown: boolean
+}
+
+export interface ServeOptions extends Partial<ServerOptions> {
+  /** How long shutdown waits for peers to answer close 1001. */
+  readonly shutdownTimeoutMs?: number | undefined
+  /** Extra lifecycle hooks (metrics). */
+  readonly hooks?: Hooks | undefined
+  /** Receives the live state once the server runs. */
+  readonly onState?: ((state: ServerState) => void) | undefined
+}
+
+const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
+  Effect.logInfo(
+    `close #${handle.info.id} ${handle.info.remoteAddress ?? "?"} code=${info.code} clean=${info.wasClean} by=${info.initiatedBy}`
+  )
+
+/**
+ * Serve `app` on the `Transport` until interrupted. On interruption: no new
+ * connections, close 1001 to every open one, wait up to `shutdownTimeoutMs`.
+ *
+ * @example
+ * Server.serve(app, { maxMessageSize: 1 << 20 }).pipe(
+ *   Effect.provide(NodeTcp.layer({ port: 8888 })),
+ *   NodeRuntime.runMain
+ * )
+ */
+export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.Effect<never, never, R | Transport> =>
+  Effect.gen(function*() {
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, ...rest } = serveOptions
+    const options = decodeOptions(rest)
+    const transport = yield* Transport
+    const connections = new Set<ConnectionHandle>()
+    const state: ServerState = { connections, startedAt: Date.now(), shuttingDown: false }
+    onState?.(state)
+    const services = yield* Effect.context<never>()
+    const runLogged = Effect.runForkWith(services)
+    const hooks: Hooks = {
+      onHandshake: userHooks?.onHandshake,
+      onProtocolError: userHooks?.onProtocolError,
+      onOpen: (handle) => {
+        connections.add(handle)
+        runLogged(Effect.logInfo(`open #${handle.info.id} ${handle.info.remoteAddress ?? "?"} ${handle.info.path}`))
+        userHooks?.onOpen?.(handle)
+        // A connection accepted while shutting down is closed at once.
+        if (state.shuttingDown) runLogged(handle.close(CloseCode.GoingAway, "server shutting down"))
+      },
+      onClose: (handle, info) => {
+        connections.delete(handle)
+        runLogged(logClose(handle, info))
+        userHooks?.onClose?.(handle, info)
+      }
+    }
+    yield* Effect.logInfo(`listening on ${transport.address.host}:${transport.address.port}`)
+    // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
+    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks)))
+    return yield* Fiber.join(runFiber).pipe(
+      Effect.onInterrupt(() =>
+        Effect.gen(function*() {
+          state.shuttingDown = true
+          if (connections.size > 0) {
+            yield* Effect.logInfo(`shutting down: closing ${connections.size} connection(s) with 1001`)
+            const open = [...connections]
+            yield* Effect.forEach(open, (handle) => handle.close(CloseCode.GoingAway, "server shutting down"), {
+              discard: true
+            })
+            yield* Effect.forEach(open, (handle) => handle.closed, { concurrency: "unbounded", discard: true }).pipe(
+              Effect.timeoutOrElse({ duration: shutdownTimeoutMs, orElse: () => Effect.void })
+            )
+          }
+          yield* Fiber.interrupt(runFiber)
+        })
+      )
+    )
+  })
