@@ -48,6 +48,8 @@ export interface ConnectionInfo {
   readonly extensions: string | undefined
   /** Route parameters, e.g. `{ room: "lobby" }` for `/chat/:room`. */
   readonly params: Readonly<Record<string, string>>
+  /** Values set by upgrade middleware (e.g. `principal` from `Middleware.auth`). */
+  readonly attributes: Readonly<Record<string, unknown>>
 }
 
 /**

@@ -23,7 +23,13 @@ export const ServerOptions = Schema.Struct({
   /** Outbound bytes buffered per connection above which the backpressure policy applies. */
   outboundHighWaterMark: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
   /** What `send` does above the high-water mark: wait for the peer, drop the message, or close the connection (1008). */
-  backpressure: Schema.Literals(["suspend", "drop", "close"])
+  backpressure: Schema.Literals(["suspend", "drop", "close"]),
+  /** Send a ping every this many ms (0 = never). */
+  heartbeatIntervalMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 })),
+  /** After a heartbeat ping, drop the connection (reported as 1006) if nothing arrives within this many ms. */
+  heartbeatTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 86_400_000 })),
+  /** Close 1001 when no data message arrived for this many ms (0 = never). */
+  idleTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 }))
 })
 export type ServerOptions = typeof ServerOptions.Type
 
@@ -35,7 +41,10 @@ export const defaultOptions: ServerOptions = {
   fragmentSize: 0,
   inboundQueueSize: 64,
   outboundHighWaterMark: 1024 * 1024,
-  backpressure: "suspend"
+  backpressure: "suspend",
+  heartbeatIntervalMs: 30_000,
+  heartbeatTimeoutMs: 30_000,
+  idleTimeoutMs: 0
 }
 
 /** Merge user options over the defaults and validate them (throws a SchemaError on bad input, at startup). */

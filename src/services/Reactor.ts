@@ -6,13 +6,14 @@
  * close handshake. It never lets one connection's failure reach another.
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
-import type * as Socket from "effect/socket/Socket"
+import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
@@ -50,6 +51,7 @@ export interface Accept<R> {
   readonly extensions?: string | undefined
   readonly headers?: ReadonlyArray<readonly [string, string]> | undefined
   readonly params?: Readonly<Record<string, string>> | undefined
+  readonly attributes?: Readonly<Record<string, unknown>> | undefined
   readonly handler: (connection: Connection) => Effect.Effect<void, unknown, R>
 }
 
@@ -77,6 +79,13 @@ export interface Hooks {
   readonly onOpen?: (handle: ConnectionHandle) => void
   readonly onClose?: (handle: ConnectionHandle, info: CloseInfo) => void
   readonly onProtocolError?: (handle: ConnectionHandle, error: ProtocolError) => void
+  /** Data messages handed to handlers (called once per read batch). */
+  readonly onMessagesIn?: (count: number, bytes: number) => void
+  /** Bytes handed to the socket (called once per write batch). */
+  readonly onBytesOut?: (bytes: number) => void
+  /** A `send` refused or a connection closed by the backpressure policy. */
+  readonly onBackpressure?: (policy: "drop" | "close") => void
+  readonly onHeartbeatTimeout?: (handle: ConnectionHandle) => void
 }
 
 /** The server's view of a live connection: enough to count it and to close it at shutdown. */
@@ -200,7 +209,7 @@ interface OpenContext<R> {
   readonly hooks: Hooks
 }
 
-const emptyParams: Readonly<Record<string, string>> = Object.freeze({})
+const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
 
 /** The data-transfer phase: frames in, frames out, until both close frames are exchanged or TCP drops. */
 const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
@@ -221,6 +230,9 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     let localClose: { code: number; reason: string } | undefined
     let peerClose: { code: number | undefined; reason: string } | undefined
     let writeFailed = false
+    const clock = yield* Clock.Clock
+    let heard = true // any bytes from the peer since the last heartbeat ping
+    let lastMessageAt = clock.currentTimeMillisUnsafe()
 
     const enqueue = (frame: Uint8Array) => {
       outbox.push(frame)
@@ -253,6 +265,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         outbox = []
         const written = yield* Effect.result(writer.writeAll(batch as [Uint8Array, ...Array<Uint8Array>]))
         outboxBytes -= bytes
+        hooks.onBytesOut?.(bytes)
         if (written._tag === "Failure") {
           writeFailed = true
           outbox = []
@@ -289,13 +302,17 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     const afterQueue: Effect.Effect<void, MessageDroppedError> = Effect.suspend(() => {
       if (outboxBytes <= options.outboundHighWaterMark) return Effect.void
       if (options.backpressure === "suspend") return waitForDrain
-      if (options.backpressure === "close") return startClose(CloseCode.PolicyViolation, "send buffer full")
+      if (options.backpressure === "close") {
+        hooks.onBackpressure?.("close")
+        return startClose(CloseCode.PolicyViolation, "send buffer full")
+      }
       return Effect.void
     })
-    const dropCheck = (): MessageDroppedError | undefined =>
-      options.backpressure === "drop" && outboxBytes > options.outboundHighWaterMark
-        ? new MessageDroppedError({ connectionId: id, bufferedBytes: outboxBytes })
-        : undefined
+    const dropCheck = (): MessageDroppedError | undefined => {
+      if (options.backpressure !== "drop" || outboxBytes <= options.outboundHighWaterMark) return undefined
+      hooks.onBackpressure?.("drop")
+      return new MessageDroppedError({ connectionId: id, bufferedBytes: outboxBytes })
+    }
     const sendFrames = (frames: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
       Effect.suspend((): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> => {
         if (state !== OPEN) return Effect.fail(closedError)
@@ -320,6 +337,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     let protocolError: ProtocolError | undefined
     let eof = false
     const handleChunk = (chunk: Uint8Array, messages: Array<Message.Message>): boolean => {
+      heard = true
       const result = FrameDecoder.step(decoder, chunk)
       decoder = result.state
       const events = result.events
@@ -369,6 +387,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       }
       while (true) {
         if (messages.length > 0) {
+          if (options.idleTimeoutMs > 0) lastMessageAt = clock.currentTimeMillisUnsafe()
+          if (hooks.onMessagesIn !== undefined) {
+            let bytes = 0
+            for (const m of messages) bytes += m.data.length
+            hooks.onMessagesIn(messages.length, bytes)
+          }
           yield* Queue.offerAll(inbound, messages.splice(0, messages.length))
         }
         if (done) return
@@ -399,6 +423,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       protocol: ctx.decision.protocol,
       extensions: ctx.decision.extensions,
       params: ctx.decision.params ?? emptyParams,
+      attributes: ctx.decision.attributes ?? emptyParams,
       messages: Stream.fromQueue(inbound),
       send: (message) => sendFrames(encodeMessage(Message.toPayload(message))),
       sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m)))),
@@ -438,11 +463,49 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       ctx.scope
     )
 
-    // Read until the closing handshake completes, the peer disconnects, or our close goes unanswered.
+    // Liveness (all on Effect's Clock): ping every interval, drop a peer silent for the timeout after it;
+    // close 1001 when no data message arrived for idleTimeoutMs.
+    const terminated = yield* Deferred.make<"heartbeat" | "idle">()
+    if (options.heartbeatIntervalMs > 0) {
+      yield* Effect.forkIn(
+        Effect.gen(function*() {
+          while (state === OPEN) {
+            yield* Effect.sleep(options.heartbeatIntervalMs)
+            if (state !== OPEN) return
+            heard = false
+            enqueue(FrameEncoder.encodePing())
+            yield* Effect.sleep(options.heartbeatTimeoutMs)
+            if (!heard) {
+              // A peer that cannot answer a ping will not answer a close frame either: drop TCP
+              // (the close is reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
+              hooks.onHeartbeatTimeout?.(handle)
+              yield* Deferred.succeed(terminated, "heartbeat")
+              return
+            }
+          }
+        }),
+        ctx.scope
+      )
+    }
+    if (options.idleTimeoutMs > 0) {
+      yield* Effect.forkIn(
+        Effect.gen(function*() {
+          while (state === OPEN) {
+            const remaining = lastMessageAt + options.idleTimeoutMs - clock.currentTimeMillisUnsafe()
+            if (remaining <= 0) return yield* startClose(CloseCode.GoingAway, "idle timeout")
+            yield* Effect.sleep(remaining)
+          }
+        }),
+        ctx.scope
+      )
+    }
+
+    // Read until the closing handshake completes, the peer disconnects, our close goes unanswered,
+    // or the heartbeat gives up.
     const closeDeadline = Effect.andThen(Deferred.await(closeStarted), Effect.sleep(options.closeTimeoutMs))
-    const timedOut = yield* Effect.raceFirst(
-      Effect.as(readFrames, false),
-      Effect.as(closeDeadline, true)
+    const outcome = yield* Effect.raceFirst(
+      Effect.as(readFrames, "done" as const),
+      Effect.raceFirst(Effect.as(closeDeadline, "close-timeout" as const), Deferred.await(terminated))
     )
     state = CLOSED
     yield* Queue.end(inbound)
@@ -454,12 +517,23 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     // Flush what is queued (our close frame included), then half-close TCP (FIN).
     writesDone = true
     if (wakeFlusher !== undefined) wakeFlusher(Effect.void)
-    yield* Fiber.await(flusherFiber).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
-    yield* Scope.close(ctx.writerScope, Exit.void)
-    // After a protocol error the peer may still be sending: drain until it closes, so the kernel
-    // does not answer unread data with RST and destroy our close frame in flight.
-    if (!eof && !timedOut && protocolError !== undefined) {
-      yield* drain(ctx.pull).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
+    let graceful = outcome === "done" && !writeFailed
+    if (graceful) {
+      const flushed = yield* Fiber.await(flusherFiber).pipe(
+        Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.succeed(undefined) })
+      )
+      graceful = flushed !== undefined
+    }
+    if (graceful) {
+      yield* Scope.close(ctx.writerScope, Exit.void)
+      // After a protocol error the peer may still be sending: drain until it closes, so the kernel
+      // does not answer unread data with RST and destroy our close frame in flight.
+      if (!eof && protocolError !== undefined) {
+        yield* drain(ctx.pull).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
+      }
+    } else {
+      // Peer unresponsive: destroy the socket now rather than wait for buffered bytes it will never read.
+      yield* Effect.ignore(writer.write(new Socket.CloseEvent(CloseCode.Abnormal)))
     }
 
     const info: CloseInfo = protocolError !== undefined
@@ -471,6 +545,8 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         wasClean: !writeFailed,
         initiatedBy: localClose !== undefined ? "server" : "peer"
       }
+      : outcome === "heartbeat"
+      ? { code: CloseCode.Abnormal, reason: "heartbeat timeout", wasClean: false, initiatedBy: "server" }
       : localClose !== undefined
       ? { code: CloseCode.Abnormal, reason: localClose.reason, wasClean: false, initiatedBy: "server" }
       : { code: CloseCode.Abnormal, reason: "", wasClean: false, initiatedBy: "transport" }

@@ -10,6 +10,8 @@ import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
 import { decodeOptions, type ServerOptions } from "./Options.ts"
 import { type App, type ConnectionHandle, type Hooks, runConnection } from "./Reactor.ts"
+
+export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./Reactor.ts"
 import { Transport } from "./Transport.ts"
 
 /** Live view of the server for health checks and metrics. */

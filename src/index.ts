@@ -1,0 +1,32 @@
+/**
+ * wsreactor: a WebSocket server (RFC 6455) for Effect 4.
+ *
+ * @example
+ * import { Effect, Stream } from "effect"
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { NodeTcp, Server } from "wsreactor"
+ *
+ * const app: Server.App<never> = {
+ *   http: () => Effect.succeed({ status: 404 }),
+ *   upgrade: () => Effect.succeed({
+ *     _tag: "Accept",
+ *     handler: (conn) => conn.messages.pipe(Stream.runForEach((m) => conn.send(m)))
+ *   })
+ * }
+ * Server.serve(app).pipe(Effect.provide(NodeTcp.layer({ port: 8888 })), NodeRuntime.runMain)
+ */
+export * as CloseCode from "./domain/CloseCode.ts"
+export * as Extensions from "./domain/Extensions.ts"
+export * as FrameDecoder from "./domain/FrameDecoder.ts"
+export * as FrameEncoder from "./domain/FrameEncoder.ts"
+export * as Handshake from "./domain/Handshake.ts"
+export * as ProtocolError from "./domain/ProtocolError.ts"
+export * as Utf8 from "./domain/Utf8.ts"
+export * as Memory from "./layers/Memory.ts"
+export * as NodeTcp from "./layers/NodeTcp.ts"
+export * as Connection from "./services/Connection.ts"
+export * as Message from "./services/Message.ts"
+export * as Options from "./services/Options.ts"
+export * as Reactor from "./services/Reactor.ts"
+export * as Server from "./services/Server.ts"
+export * as Transport from "./services/Transport.ts"

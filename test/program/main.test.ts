@@ -1,0 +1,194 @@
+/**
+ * The real program (`npm start` = `node src/main.ts`) as a child process:
+ * flags, env, the HTTP page, echo over `ws`, logs, graceful shutdown on signals.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { afterEach, describe, expect, it } from "vitest"
+import WebSocket from "ws"
+
+const repoRoot = fileURLToPath(new URL("../..", import.meta.url))
+
+/** Longest any single wait may take before the test fails. */
+const WAIT_MS = 5_000
+
+const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
+}
+
+interface Program {
+  readonly child: ChildProcess
+  /** Everything written to stdout so far. */
+  readonly stdout: () => string
+  readonly stderr: () => string
+  /** Resolves once stdout matches `pattern` (checked on every chunk). */
+  readonly waitForStdout: (pattern: RegExp) => Promise<RegExpMatchArray>
+  /** Resolves with the exit code (or the signal that killed it). */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
+}
+
+const children = new Set<ChildProcess>()
+const clients = new Set<WebSocket>()
+
+afterEach(() => {
+  for (const ws of clients) ws.terminate()
+  clients.clear()
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
+  }
+  children.clear()
+})
+
+/** Spawn `node src/main.ts ...args` from the repository root. */
+const spawnProgram = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Program => {
+  const baseEnv = { ...process.env }
+  // The program reads these; the test decides them.
+  delete baseEnv["PORT"]
+  delete baseEnv["HOST"]
+  const child = spawn(process.execPath, ["src/main.ts", ...args], {
+    cwd: repoRoot,
+    env: { ...baseEnv, NO_COLOR: "1", ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  children.add(child)
+  let out = ""
+  let err = ""
+  const watchers = new Set<() => void>()
+  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
+    out += chunk
+    for (const check of watchers) check()
+  })
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    err += chunk
+  })
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal }))
+  )
+  const waitForStdout = (pattern: RegExp) =>
+    withTimeout(
+      `stdout to match ${pattern}`,
+      new Promise<RegExpMatchArray>((resolve, reject) => {
+        const check = () => {
+          const match = out.match(pattern)
+          if (match !== null) {
+            watchers.delete(check)
+            resolve(match)
+          }
+        }
+        watchers.add(check)
+        check()
+        void exited.then(({ code }) => {
+          watchers.delete(check)
+          reject(new Error(`program exited (code ${code}) before stdout matched ${pattern}\nstdout:\n${out}\nstderr:\n${err}`))
+        })
+      })
+    )
+  return { child, stdout: () => out, stderr: () => err, waitForStdout, exited }
+}
+
+/** Start the server and learn its port from the "listening on" line. */
+const startProgram = async (
+  args: ReadonlyArray<string> = ["--port", "0", "--host", "127.0.0.1"],
+  env: NodeJS.ProcessEnv = {}
+): Promise<Program & { readonly port: number }> => {
+  const program = spawnProgram(args, env)
+  const match = await program.waitForStdout(/listening on 127\.0\.0\.1:(\d+)/)
+  const port = Number(match[1])
+  expect(port).toBeGreaterThan(0)
+  return { ...program, port }
+}
+
+const open = (port: number, path: string): Promise<WebSocket> => {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`)
+  clients.add(ws)
+  return withTimeout(
+    `open ${path}`,
+    new Promise<WebSocket>((resolve, reject) => {
+      ws.once("open", () => resolve(ws))
+      ws.once("error", reject)
+    })
+  )
+}
+
+const echoOnce = (ws: WebSocket, data: string | Buffer): Promise<{ data: Buffer; isBinary: boolean }> =>
+  withTimeout(
+    "echo",
+    new Promise((resolve) => {
+      ws.once("message", (reply, isBinary) => resolve({ data: reply as Buffer, isBinary }))
+      ws.send(data)
+    })
+  )
+
+const closed = (ws: WebSocket): Promise<{ code: number; reason: string }> =>
+  withTimeout(
+    "close",
+    new Promise((resolve) => ws.once("close", (code, reason) => resolve({ code, reason: reason.toString("utf8") })))
+  )
+
+describe("node src/main.ts", () => {
+  it("answers a plain GET / with the HTML page", async () => {
+    const program = await startProgram()
+    const response = await withTimeout("GET /", fetch(`http://127.0.0.1:${program.port}/`))
+    expect(response.status).toBe(200)
+    expect(response.headers.get("content-type")).toMatch(/^text\/html/)
+    expect(await response.text()).toMatch(/wsreactor/)
+  })
+
+  it("echoes over WebSocket on /echo and /anything, and logs open and close with the code", async () => {
+    const program = await startProgram()
+    for (const path of ["/echo", "/anything"]) {
+      const ws = await open(program.port, path)
+      const text = await echoOnce(ws, `hello ${path}`)
+      expect(text.isBinary).toBe(false)
+      expect(text.data.toString("utf8")).toBe(`hello ${path}`)
+      const binary = await echoOnce(ws, Buffer.from([0, 1, 2, 255]))
+      expect(binary.isBinary).toBe(true)
+      expect([...binary.data]).toEqual([0, 1, 2, 255])
+      const done = closed(ws)
+      ws.close(1000, "done")
+      expect((await done).code).toBe(1000)
+    }
+    // One open line and one close line per connection, the close line with the code.
+    await program.waitForStdout(/close #\d+[^\n]*code=1000[\s\S]*close #\d+[^\n]*code=1000/)
+    expect(program.stdout()).toMatch(/open #\d+[^\n]*\/echo/)
+    expect(program.stdout()).toMatch(/open #\d+[^\n]*\/anything/)
+    expect(program.stdout()).toContain("close #")
+    expect(program.stdout()).toContain("code=1000")
+  })
+
+  it("--help prints the flags and exits 0", async () => {
+    const program = spawnProgram(["--help"])
+    const { code } = await withTimeout("exit", program.exited)
+    expect(code).toBe(0)
+    expect(program.stdout()).toContain("--port")
+    expect(program.stdout()).toContain("--host")
+  })
+
+  it("honours the PORT environment variable (PORT=0 picks a free port)", async () => {
+    const program = await startProgram(["--host", "127.0.0.1"], { PORT: "0" })
+    const ws = await open(program.port, "/")
+    expect((await echoOnce(ws, "via PORT")).data.toString("utf8")).toBe("via PORT")
+  })
+
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    it(`on ${signal}: closes every connection with 1001 and exits 0`, async () => {
+      const program = await startProgram()
+      const a = await open(program.port, "/a")
+      const b = await open(program.port, "/b")
+      // Make sure both connections are registered before the signal.
+      await echoOnce(a, "a")
+      await echoOnce(b, "b")
+      const closes = Promise.all([closed(a), closed(b)])
+      program.child.kill(signal)
+      const [closeA, closeB] = await closes
+      expect(closeA.code).toBe(1001)
+      expect(closeB.code).toBe(1001)
+      const exit = await withTimeout("exit", program.exited)
+      expect(exit).toEqual({ code: 0, signal: null })
+    })
+  }
+})
