@@ -1,0 +1,491 @@
+/**
+ * Sans-I/O WebSocket frame decoder (RFC 6455 §5): feed it the bytes read from
+ * the socket, get back whole messages, pings, pongs, the close frame, or the
+ * first protocol violation with the close code to fail the connection with.
+ *
+ * Built for throughput: headers are parsed straight out of the incoming
+ * chunks, a payload lying in one chunk is unmasked in place and returned as a
+ * subarray (no copy), and text is UTF-8 checked as each frame (or piece of a
+ * frame) arrives so invalid text fails fast.
+ *
+ * @example
+ * import * as FrameDecoder from "./FrameDecoder.ts"
+ * const decoder = FrameDecoder.initial()
+ * const { events, error } = FrameDecoder.step(decoder, bytesFromSocket)
+ * // events: [{ _tag: "Message", binary: false, data, compressed: false }], error: undefined
+ */
+import * as CloseCode from "./CloseCode.ts"
+import { maskRange } from "./Mask.ts"
+import { type ProtocolError, protocolError } from "./ProtocolError.ts"
+import * as Utf8 from "./Utf8.ts"
+
+/** RFC 6455 §5.2 opcodes. */
+export const Opcode = {
+  Continuation: 0x0,
+  Text: 0x1,
+  Binary: 0x2,
+  Close: 0x8,
+  Ping: 0x9,
+  Pong: 0xa
+} as const
+
+export interface DecoderOptions {
+  /** "server": peer frames MUST be masked; "client": they MUST NOT be (RFC 6455 §5.1). */
+  readonly role: "server" | "client"
+  /** Largest frame or reassembled message accepted, in bytes (else 1009). */
+  readonly maxMessageSize: number
+  /** permessage-deflate negotiated: RSV1 allowed on the first frame of a data message (RFC 7692 §6). */
+  readonly allowRsv1: boolean
+}
+
+export const defaultDecoderOptions: DecoderOptions = {
+  role: "server",
+  maxMessageSize: 16 * 1024 * 1024,
+  allowRsv1: false
+}
+
+export type DecoderEvent =
+  | {
+    readonly _tag: "Message"
+    readonly binary: boolean
+    readonly data: Uint8Array
+    /** RSV1 was set: `data` is deflated, and text is not UTF-8 checked yet. */
+    readonly compressed: boolean
+  }
+  | { readonly _tag: "Ping"; readonly data: Uint8Array }
+  | { readonly _tag: "Pong"; readonly data: Uint8Array }
+  | { readonly _tag: "Close"; readonly code: number | undefined; readonly reason: string }
+
+/**
+ * Decoder internals. Mutable for speed: `step` updates it in place and hands
+ * the same object back. Callers treat it as opaque and owned by one connection.
+ */
+export interface DecoderState {
+  readonly options: DecoderOptions
+  /** Unconsumed input; reading starts at `offset` in `chunks[0]`. */
+  chunks: Array<Uint8Array>
+  offset: number
+  /** Unconsumed input bytes (sum over `chunks`, minus `offset`). */
+  available: number
+  finished: boolean
+  /** Current frame: header read, payload not started yet (waiting for bytes). */
+  awaitingPayload: boolean
+  length: number
+  masked: boolean
+  fin: boolean
+  opcode: number
+  rsv1: boolean
+  m0: number
+  m1: number
+  m2: number
+  m3: number
+  /** Payload of a frame spanning chunks, filled as chunks arrive; undefined otherwise. */
+  partial: Uint8Array | undefined
+  partialFilled: number
+  /** Uncompressed text: the partial payload is UTF-8 checked as it arrives (fail fast). */
+  partialChecked: boolean
+  /** Fragmented data message in progress: its first opcode, or 0 for none. */
+  messageOpcode: number
+  messageCompressed: boolean
+  fragments: Array<Uint8Array>
+  messageLength: number
+  /** UTF-8 state of the text message so far (across frames and chunks). */
+  utf8: Utf8.Utf8State
+}
+
+/**
+ * A fresh decoder.
+ *
+ * @example
+ * const decoder = initial({ role: "server", maxMessageSize: 1 << 20 })
+ */
+export const initial = (options?: Partial<DecoderOptions>): DecoderState => ({
+  options: options === undefined ? defaultDecoderOptions : {
+    role: options.role ?? defaultDecoderOptions.role,
+    maxMessageSize: options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize,
+    allowRsv1: options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
+  },
+  chunks: [],
+  offset: 0,
+  available: 0,
+  finished: false,
+  awaitingPayload: false,
+  length: 0,
+  masked: false,
+  fin: false,
+  opcode: 0,
+  rsv1: false,
+  m0: 0,
+  m1: 0,
+  m2: 0,
+  m3: 0,
+  partial: undefined,
+  partialFilled: 0,
+  partialChecked: false,
+  messageOpcode: 0,
+  messageCompressed: false,
+  fragments: [],
+  messageLength: 0,
+  utf8: Utf8.UTF8_ACCEPT
+})
+
+export interface StepResult {
+  readonly state: DecoderState
+  /** In wire order; events decoded before an error in the same chunk are included. */
+  readonly events: ReadonlyArray<DecoderEvent>
+  /** First violation; the decoder is finished after it. */
+  readonly error: ProtocolError | undefined
+}
+
+const EMPTY = new Uint8Array(0)
+const NO_EVENTS: ReadonlyArray<DecoderEvent> = Object.freeze([])
+const textDecoder = new TextDecoder("utf-8")
+
+/** Has the decoder seen a Close frame or an error? Then it ignores all input. */
+export const isFinished = (state: DecoderState): boolean => state.finished
+
+/**
+ * Bytes held by the decoder: unparsed input, a partly received frame and the
+ * fragments of an unfinished message. Lets the caller bound memory.
+ *
+ * @example
+ * if (bufferedBytes(decoder) > limit) closeConnection()
+ */
+export const bufferedBytes = (state: DecoderState): number =>
+  state.available + state.partialFilled + state.messageLength
+
+// Byte `k` positions after the read offset, walking the chunk list (slow path:
+// only used when a frame header straddles chunks).
+const peek = (s: DecoderState, k: number): number => {
+  let i = s.offset + k
+  const chunks = s.chunks
+  for (let c = 0; c < chunks.length; c++) {
+    const chunk = chunks[c]!
+    if (i < chunk.length) return chunk[i]!
+    i -= chunk.length
+  }
+  return 0
+}
+
+// Drop `n` bytes of input (only for a header that straddles chunks).
+const skip = (s: DecoderState, n: number): void => {
+  s.available -= n
+  const chunks = s.chunks
+  let off = s.offset + n
+  let c = 0
+  while (c < chunks.length && off >= chunks[c]!.length) off -= chunks[c++]!.length
+  if (c > 0) chunks.splice(0, c)
+  s.offset = off
+}
+
+// Copy input into the partial payload, unmasking and (for text) checking what
+// arrived. Returns an error on invalid UTF-8, else undefined.
+const fillPartial = (s: DecoderState): ProtocolError | undefined => {
+  const dest = s.partial!
+  const chunks = s.chunks
+  const from = s.partialFilled
+  let filled = from
+  let used = 0
+  while (filled < dest.length && used < chunks.length) {
+    const chunk = chunks[used]!
+    const take = Math.min(chunk.length - s.offset, dest.length - filled)
+    dest.set(take === chunk.length ? chunk : chunk.subarray(s.offset, s.offset + take), filled)
+    filled += take
+    s.available -= take
+    if (s.offset + take === chunk.length) {
+      used++
+      s.offset = 0
+    } else {
+      s.offset += take
+    }
+  }
+  if (used > 0) chunks.splice(0, used)
+  if (filled === from) return undefined
+  s.partialFilled = filled
+  // Mask byte for payload position p is m[p % 4]: rotate to start at `from`.
+  if (s.masked) {
+    const r = from & 3
+    const m = [s.m0, s.m1, s.m2, s.m3]
+    maskRange(dest, from, filled, m[r]!, m[(r + 1) & 3]!, m[(r + 2) & 3]!, m[(r + 3) & 3]!)
+  }
+  if (s.partialChecked) {
+    // RFC 6455 §8.1 + Autobahn 6.4.3/6.4.4: fail as soon as invalid text arrives.
+    s.utf8 = Utf8.validate(s.utf8, dest, from, filled)
+    if (s.utf8 === Utf8.UTF8_REJECT) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
+  }
+  return undefined
+}
+
+const concat = (parts: Array<Uint8Array>, length: number): Uint8Array => {
+  const out = new Uint8Array(length)
+  let at = 0
+  for (let i = 0; i < parts.length; i++) {
+    out.set(parts[i]!, at)
+    at += parts[i]!.length
+  }
+  return out
+}
+
+// RFC 6455 §5.5.1: empty, or a 2-byte code then a UTF-8 reason.
+const closeEvent = (payload: Uint8Array): DecoderEvent | ProtocolError => {
+  if (payload.length === 0) return { _tag: "Close", code: undefined, reason: "" }
+  if (payload.length === 1) return protocolError("InvalidClosePayload", "1-byte close payload")
+  const code = (payload[0]! << 8) | payload[1]!
+  if (!CloseCode.isValidOnWire(code)) return protocolError("InvalidClosePayload", `close code ${code}`)
+  const reasonBytes = payload.subarray(2)
+  if (!Utf8.isValid(reasonBytes)) return protocolError("InvalidUtf8", "close reason is not UTF-8")
+  return { _tag: "Close", code, reason: reasonBytes.length === 0 ? "" : textDecoder.decode(reasonBytes) }
+}
+
+// A frame's payload is complete: emit or accumulate. `checked`: UTF-8 of the
+// payload was already validated into `s.utf8` (partial frames).
+const onPayload = (
+  s: DecoderState,
+  payload: Uint8Array,
+  checked: boolean,
+  events: Array<DecoderEvent>
+): ProtocolError | undefined => {
+  const opcode = s.opcode
+  if (opcode >= Opcode.Close) {
+    if (opcode === Opcode.Ping) events.push({ _tag: "Ping", data: payload })
+    else if (opcode === Opcode.Pong) events.push({ _tag: "Pong", data: payload })
+    else {
+      const close = closeEvent(payload)
+      if (close._tag === "ProtocolError") return close
+      events.push(close)
+      // RFC 6455 §5.5.1: nothing after a close frame is processed.
+      finish(s)
+    }
+    return undefined
+  }
+  // Data frame. Message kind and compression come from the first frame.
+  const first = opcode !== Opcode.Continuation
+  const text = first ? opcode === Opcode.Text : s.messageOpcode === Opcode.Text
+  const compressed = first ? s.rsv1 : s.messageCompressed
+  if (first && s.fin) {
+    // Unfragmented message: the common case, no copy.
+    if (text && !compressed) {
+      const ok = checked ? s.utf8 === Utf8.UTF8_ACCEPT : Utf8.isValid(payload)
+      s.utf8 = Utf8.UTF8_ACCEPT
+      if (!ok) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
+    }
+    events.push({ _tag: "Message", binary: !text, data: payload, compressed })
+    return undefined
+  }
+  if (text && !compressed && !checked) {
+    // §8.1 fail-fast per fragment: do not wait for the rest of the message.
+    s.utf8 = Utf8.validate(s.utf8, payload)
+    if (s.utf8 === Utf8.UTF8_REJECT) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
+  }
+  if (first) {
+    s.messageOpcode = opcode
+    s.messageCompressed = compressed
+  }
+  if (payload.length > 0) s.fragments.push(payload)
+  s.messageLength += payload.length
+  if (!s.fin) return undefined
+  if (text && !compressed && s.utf8 !== Utf8.UTF8_ACCEPT) {
+    return protocolError("InvalidUtf8", "text message ends inside a UTF-8 sequence")
+  }
+  const fragments = s.fragments
+  const data = fragments.length === 0
+    ? EMPTY
+    : fragments.length === 1
+    ? fragments[0]!
+    : concat(fragments, s.messageLength)
+  s.fragments = []
+  s.messageLength = 0
+  s.messageOpcode = 0
+  s.utf8 = Utf8.UTF8_ACCEPT
+  events.push({ _tag: "Message", binary: !text, data, compressed })
+  return undefined
+}
+
+const finish = (s: DecoderState): void => {
+  s.finished = true
+  s.chunks = []
+  s.offset = 0
+  s.available = 0
+  s.partial = undefined
+  s.partialFilled = 0
+  s.fragments = []
+  s.messageLength = 0
+}
+
+// Header checks that need only bytes 0 and 1 (RFC 6455 §5.2, §5.4, §5.5, §5.1).
+const checkHeader = (s: DecoderState, b0: number, b1: number): ProtocolError | undefined => {
+  const opcode = b0 & 0x0f
+  if ((b0 & 0x30) !== 0) return protocolError("ReservedBits", "RSV2/RSV3 set")
+  if (opcode >= Opcode.Close) {
+    if (opcode > Opcode.Pong) return protocolError("ReservedOpcode", `opcode 0x${opcode.toString(16)}`)
+    if ((b0 & 0x40) !== 0) return protocolError("ReservedBits", "RSV1 on a control frame")
+    if ((b0 & 0x80) === 0) return protocolError("FragmentedControlFrame", "control frame with FIN = 0")
+    if ((b1 & 0x7f) > 125) return protocolError("ControlFrameTooLong", "control frame payload over 125 bytes")
+  } else if (opcode === Opcode.Continuation) {
+    if (s.messageOpcode === 0) return protocolError("UnexpectedContinuation", "no message in progress")
+    if ((b0 & 0x40) !== 0) return protocolError("ReservedBits", "RSV1 on a continuation frame")
+  } else {
+    if (opcode > Opcode.Binary) return protocolError("ReservedOpcode", `opcode 0x${opcode.toString(16)}`)
+    if (s.messageOpcode !== 0) return protocolError("ExpectedContinuation", "new data frame inside a fragmented message")
+    if ((b0 & 0x40) !== 0 && !s.options.allowRsv1) return protocolError("ReservedBits", "RSV1 without an extension")
+  }
+  if (s.options.role === "server") {
+    if ((b1 & 0x80) === 0) return protocolError("UnmaskedFrame", "client frame is not masked")
+  } else if ((b1 & 0x80) !== 0) return protocolError("MaskedFrame", "server frame is masked")
+  return undefined
+}
+
+// Parse the next frame header if it is all there: checks it, records the frame
+// in `s` and consumes it. Returns an error, true (header read) or false (wait).
+const readHeader = (s: DecoderState): ProtocolError | boolean => {
+  if (s.available < 2) return false
+  const chunk = s.chunks[0]!
+  const off = s.offset
+  const inChunk = chunk.length - off
+  const b0 = inChunk >= 2 ? chunk[off]! : peek(s, 0)
+  const b1 = inChunk >= 2 ? chunk[off + 1]! : peek(s, 1)
+  const error = checkHeader(s, b0, b1)
+  if (error !== undefined) return error
+  const len7 = b1 & 0x7f
+  const masked = (b1 & 0x80) !== 0
+  const extra = len7 < 126 ? 0 : len7 === 126 ? 2 : 8
+  const headerLength = 2 + extra + (masked ? 4 : 0)
+  if (s.available < 2 + extra) return false
+  const direct = inChunk >= headerLength
+  let length = len7
+  if (extra === 2) {
+    length = direct ? (chunk[off + 2]! << 8) | chunk[off + 3]! : (peek(s, 2) << 8) | peek(s, 3)
+  } else if (extra === 8) {
+    // 64-bit length as two 32-bit halves (RFC 6455 §5.2: MSB must be 0).
+    let hi = 0
+    let lo = 0
+    for (let k = 2; k < 10; k++) {
+      const b = direct ? chunk[off + k]! : peek(s, k)
+      if (k < 6) hi = hi * 256 + b
+      else lo = lo * 256 + b
+    }
+    if (hi >= 0x80000000) return protocolError("InvalidLength", "64-bit length with the MSB set")
+    length = hi * 0x100000000 + lo
+  }
+  // §7.4.1 1009: refuse before buffering anything of the payload.
+  const opcode = b0 & 0x0f
+  const maxSize = s.options.maxMessageSize
+  if (opcode === Opcode.Continuation ? s.messageLength + length > maxSize : length > maxSize) {
+    return protocolError("MessageTooBig", `message over ${maxSize} bytes`)
+  }
+  if (s.available < headerLength) return false
+  s.fin = (b0 & 0x80) !== 0
+  s.opcode = opcode
+  s.rsv1 = (b0 & 0x40) !== 0
+  s.length = length
+  s.masked = masked
+  if (masked) {
+    const k = headerLength - 4
+    if (direct) {
+      s.m0 = chunk[off + k]!
+      s.m1 = chunk[off + k + 1]!
+      s.m2 = chunk[off + k + 2]!
+      s.m3 = chunk[off + k + 3]!
+    } else {
+      s.m0 = peek(s, k)
+      s.m1 = peek(s, k + 1)
+      s.m2 = peek(s, k + 2)
+      s.m3 = peek(s, k + 3)
+    }
+  } else {
+    s.m0 = s.m1 = s.m2 = s.m3 = 0
+  }
+  if (direct) {
+    s.offset = off + headerLength
+    s.available -= headerLength
+  } else {
+    skip(s, headerLength)
+  }
+  return true
+}
+
+// Parse frames out of the pending chunks until input runs out, a Close frame,
+// or an error.
+const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | undefined => {
+  for (;;) {
+    let payload: Uint8Array
+    let checked = false
+    if (s.partial !== undefined) {
+      const error = fillPartial(s)
+      if (error !== undefined) return error
+      if (s.partialFilled < s.partial.length) return undefined
+      payload = s.partial
+      checked = s.partialChecked
+      s.partial = undefined
+      s.partialFilled = 0
+    } else {
+      if (!s.awaitingPayload) {
+        const header = readHeader(s)
+        if (header === false) return undefined
+        if (header !== true) return header
+        s.awaitingPayload = true
+      }
+      const length = s.length
+      if (length === 0) {
+        payload = EMPTY
+      } else {
+        // Wait for payload bytes before deciding: a payload arriving whole in
+        // the next chunk is then still handed out without a copy.
+        if (s.available === 0) return undefined
+        let chunk = s.chunks[0]!
+        if (s.offset === chunk.length) {
+          s.chunks.shift()
+          s.offset = 0
+          chunk = s.chunks[0]!
+        }
+        const off = s.offset
+        if (chunk.length - off >= length) {
+          // Whole payload in this chunk: unmask in place, hand out a view.
+          payload = chunk.subarray(off, off + length)
+          if (s.masked) maskRange(chunk, off, off + length, s.m0, s.m1, s.m2, s.m3)
+          s.available -= length
+          if (off + length === chunk.length) {
+            s.chunks.shift()
+            s.offset = 0
+          } else {
+            s.offset = off + length
+          }
+        } else {
+          // Payload spans chunks: one allocation of the known size, filled as bytes arrive.
+          s.awaitingPayload = false
+          s.partial = new Uint8Array(length)
+          s.partialFilled = 0
+          s.partialChecked = !s.rsv1 && (s.opcode === Opcode.Text ||
+            (s.opcode === Opcode.Continuation && s.messageOpcode === Opcode.Text && !s.messageCompressed))
+          continue
+        }
+      }
+      s.awaitingPayload = false
+    }
+    const error = onPayload(s, payload, checked, events)
+    if (error !== undefined) return error
+    if (s.finished) return undefined
+  }
+}
+
+/**
+ * Feed one chunk of bytes from the peer. The decoder may unmask `chunk` in
+ * place and return subarrays of it as event data: the caller must not reuse
+ * the chunk afterwards. After a Close event or an error the decoder is
+ * finished and ignores further input.
+ *
+ * @example
+ * const { events, error } = step(decoder, chunk)
+ * if (error !== undefined) failConnection(error.closeCode)
+ */
+export const step = (state: DecoderState, chunk: Uint8Array): StepResult => {
+  if (state.finished) return { state, events: NO_EVENTS, error: undefined }
+  if (chunk.length > 0) {
+    state.chunks.push(chunk)
+    state.available += chunk.length
+  }
+  const events: Array<DecoderEvent> = []
+  const error = run(state, events)
+  if (error !== undefined) finish(state)
+  return { state, events, error }
+}
