@@ -103,6 +103,9 @@ type Pull = Effect.Effect<ReadonlyArray<Uint8Array>, Socket.SocketError>
 const OPEN = 0
 const CLOSING = 1 // our close frame is queued, waiting for the peer's
 const CLOSED = 2 // no more frames will be sent
+// Reading stopped (peer's close frame, or a protocol error); the handler may still answer the
+// messages that arrived before it, then our close frame goes out.
+const DRAINING = 3
 
 /**
  * Run one accepted connection to its end: read the HTTP request under the
@@ -315,7 +318,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     }
     const sendFrames = (frames: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
       Effect.suspend((): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> => {
-        if (state !== OPEN) return Effect.fail(closedError)
+        if (state !== OPEN && state !== DRAINING) return Effect.fail(closedError)
         const dropped = dropCheck()
         if (dropped !== undefined) return Effect.fail(dropped)
         enqueueAll(frames)
@@ -335,6 +338,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     // ---- inbound: decode chunks, answer control frames, hand messages to the handler ----
     let decoder = FrameDecoder.initial({ role: "server", maxMessageSize: options.maxMessageSize })
     let protocolError: ProtocolError | undefined
+    let pendingClose: Uint8Array | undefined
     let eof = false
     const handleChunk = (chunk: Uint8Array, messages: Array<Message.Message>): boolean => {
       heard = true
@@ -358,10 +362,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           case "Close":
             peerClose = { code: event.code, reason: event.reason }
             if (state === OPEN) {
-              // §5.5.1: echo the peer's status code.
-              enqueue(FrameEncoder.encodeClose(event.code, event.code === undefined ? undefined : ""))
+              // §5.5.1: echo the peer's status code (after the handler answered earlier messages).
+              pendingClose = FrameEncoder.encodeClose(event.code, event.code === undefined ? undefined : "")
+              state = DRAINING
+            } else {
+              state = CLOSED
             }
-            state = CLOSED
             return true
         }
       }
@@ -369,9 +375,11 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         protocolError = result.error
         if (state === OPEN) {
           // §7.1.7 Fail the WebSocket Connection: send a close frame with the code, then close TCP.
-          enqueue(FrameEncoder.encodeClose(result.error.closeCode, result.error.reason))
+          pendingClose = FrameEncoder.encodeClose(result.error.closeCode, result.error.reason)
+          state = DRAINING
+        } else {
+          state = CLOSED
         }
-        state = CLOSED
         return true
       }
       return false
@@ -428,6 +436,15 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       send: (message) => sendFrames(encodeMessage(Message.toPayload(message))),
       sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m)))),
       sendFrame: (frame) => sendFrames([frame]),
+      offerFrame: (frame) => {
+        if (state !== OPEN && state !== DRAINING) return false
+        if (outboxBytes > options.outboundHighWaterMark) {
+          hooks.onBackpressure?.("drop")
+          return false
+        }
+        enqueue(frame)
+        return true
+      },
       ping: (payload) =>
         Effect.suspend(() => {
           if (state !== OPEN) return Effect.fail(closedError)
@@ -507,8 +524,16 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       Effect.as(readFrames, "done" as const),
       Effect.raceFirst(Effect.as(closeDeadline, "close-timeout" as const), Deferred.await(terminated))
     )
-    state = CLOSED
     yield* Queue.end(inbound)
+    if (pendingClose !== undefined && outcome === "done") {
+      // Messages that arrived before the close frame or the bad frame are answered first (the
+      // handler sees its stream end), then our close frame follows them.
+      yield* Fiber.await(handlerFiber).pipe(
+        Effect.timeoutOrElse({ duration: Math.min(options.closeTimeoutMs, 1000), orElse: () => Effect.void })
+      )
+      enqueue(pendingClose)
+    }
+    state = CLOSED
     if (protocolError !== undefined) {
       hooks.onProtocolError?.(handle, protocolError)
       yield* Effect.logInfo("protocol error", protocolError.message).pipe(Effect.annotateLogs({ connection: id }))
