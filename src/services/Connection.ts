@@ -68,6 +68,12 @@ export interface Connection extends ConnectionInfo {
   readonly sendAll: (messages: ReadonlyArray<Outgoing>) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError>
   /** Queue a frame already encoded with `FrameEncoder` (used by broadcasts, which encode once for every subscriber). */
   readonly sendFrame: (frame: Uint8Array) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError>
+  /**
+   * Queue an encoded frame without waiting: false (and nothing queued) when the
+   * connection is closing or its outbound buffer is over the high-water mark.
+   * Broadcasts use it so one slow subscriber never holds up the others.
+   */
+  readonly offerFrame: (frame: Uint8Array) => boolean
   /** Send a ping (payload ≤ 125 bytes). */
   readonly ping: (payload?: Uint8Array) => Effect.Effect<void, ConnectionClosedError>
   /** Start the closing handshake (RFC 6455 §7.1.2). Idempotent; does not wait. */
