@@ -88,6 +88,9 @@ export interface DecoderState {
   messageOpcode: number
   messageCompressed: boolean
   fragments: Array<Uint8Array>
+  /** Small fragments of the current message, copied together (see addFragment). */
+  small: Uint8Array | undefined
+  smallLength: number
   messageLength: number
   /** UTF-8 state of the text message so far (across frames and chunks). */
   utf8: Utf8.Utf8State
@@ -125,6 +128,8 @@ export const initial = (options?: Partial<DecoderOptions>): DecoderState => ({
   messageOpcode: 0,
   messageCompressed: false,
   fragments: [],
+  small: undefined,
+  smallLength: 0,
   messageLength: 0,
   utf8: Utf8.UTF8_ACCEPT
 })
@@ -281,12 +286,13 @@ const onPayload = (
     s.messageOpcode = opcode
     s.messageCompressed = compressed
   }
-  if (payload.length > 0) s.fragments.push(payload)
+  if (payload.length > 0) addFragment(s, payload)
   s.messageLength += payload.length
   if (!s.fin) return undefined
   if (text && !compressed && s.utf8 !== Utf8.UTF8_ACCEPT) {
     return protocolError("InvalidUtf8", "text message ends inside a UTF-8 sequence")
   }
+  flushSmall(s)
   const fragments = s.fragments
   const data = fragments.length === 0
     ? EMPTY
@@ -301,7 +307,37 @@ const onPayload = (
   return undefined
 }
 
+// Many tiny fragments must not cost an object each (the memory attack behind ws's
+// GHSA-96hv-2xvq-fx4p): small ones are copied into one growing buffer, so a message
+// costs at most about twice its size whatever its fragmentation.
+const SMALL_FRAGMENT = 4096
+
+const addFragment = (s: DecoderState, payload: Uint8Array): void => {
+  if (payload.length >= SMALL_FRAGMENT) {
+    flushSmall(s)
+    s.fragments.push(payload)
+    return
+  }
+  let acc = s.small
+  if (acc === undefined || s.smallLength + payload.length > acc.length) {
+    const grown = new Uint8Array(Math.max(SMALL_FRAGMENT, 2 * (s.smallLength + payload.length)))
+    if (acc !== undefined) grown.set(acc.subarray(0, s.smallLength))
+    s.small = acc = grown
+  }
+  acc.set(payload, s.smallLength)
+  s.smallLength += payload.length
+}
+
+const flushSmall = (s: DecoderState): void => {
+  if (s.small === undefined) return
+  s.fragments.push(s.small.subarray(0, s.smallLength))
+  s.small = undefined
+  s.smallLength = 0
+}
+
 const finish = (s: DecoderState): void => {
+  s.small = undefined
+  s.smallLength = 0
   s.finished = true
   s.chunks = []
   s.offset = 0

@@ -448,3 +448,22 @@ describe("FrameDecoder: properties", () => {
     )
   })
 })
+
+describe("FrameDecoder: memory under hostile fragmentation", () => {
+  it("100,000 one-byte fragments are held in a few buffers, not one object each", () => {
+    const fragments = 100_000
+    const parts: Array<Uint8Array> = [frame(Opcode.Binary, new Uint8Array([0]), false)]
+    for (let i = 1; i < fragments - 1; i++) parts.push(frame(Opcode.Continuation, new Uint8Array([i & 0xff]), false))
+    let state = FrameDecoder.initial()
+    for (const part of parts) state = FrameDecoder.step(state, part).state
+    // All but the final fragment are in: the decoder holds them in at most a handful of buffers.
+    expect(state.fragments.length + (state.small === undefined ? 0 : 1)).toBeLessThanOrEqual(2)
+    expect(FrameDecoder.bufferedBytes(state)).toBe(fragments - 1)
+    const last = FrameDecoder.step(state, frame(Opcode.Continuation, new Uint8Array([7]), true))
+    expect(last.events).toHaveLength(1)
+    const event = last.events[0]!
+    expect(event._tag === "Message" && event.data.length).toBe(fragments)
+    expect(event._tag === "Message" && event.data[1]).toBe(1)
+    expect(event._tag === "Message" && event.data[fragments - 1]).toBe(7)
+  })
+})
