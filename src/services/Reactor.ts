@@ -81,6 +81,8 @@ export interface Hooks {
   readonly onProtocolError?: (handle: ConnectionHandle, error: ProtocolError) => void
   /** Data messages handed to handlers (called once per read batch). */
   readonly onMessagesIn?: (count: number, bytes: number) => void
+  /** Data messages queued by `send`/`sendAll`/`sendFrame`/`offerFrame` (called once per call, not per frame). */
+  readonly onMessagesOut?: (count: number) => void
   /** Bytes handed to the socket (called once per write batch). */
   readonly onBytesOut?: (bytes: number) => void
   /** A `send` refused or a connection closed by the backpressure policy. */
@@ -150,7 +152,9 @@ export const runConnection = <R>(
       const request = head.request
       if (!Handshake.isUpgradeAttempt(request)) {
         const response = yield* app.http(request, peer)
-        return yield* answer(Handshake.httpResponse(response), response.status)
+        const bytes = Handshake.httpResponse(response)
+        // RFC 9110 §9.3.2: a HEAD answer carries GET's header fields (Content-Length included) but no content.
+        return yield* answer(request.method === "HEAD" ? headOnly(bytes) : bytes, response.status)
       }
       const validated = Handshake.validateUpgrade(request)
       if (validated._tag === "Error") {
@@ -172,6 +176,16 @@ export const runConnection = <R>(
       yield* runOpen({ scope, writerScope, pull, writer, request, peer, decision, leftover: head.rest, options, hooks })
     })
   ).pipe(Effect.catchCause((cause) => Effect.logError("connection failed", cause)))
+
+/** The bytes of an HTTP response up to and including the blank line after its head. */
+const headOnly = (response: Uint8Array): Uint8Array => {
+  for (let i = 3; i < response.length; i++) {
+    if (response[i] === 10 && response[i - 1] === 13 && response[i - 2] === 10 && response[i - 3] === 13) {
+      return response.subarray(0, i + 1)
+    }
+  }
+  return response
+}
 
 type Head =
   | { readonly _tag: "Request"; readonly request: Handshake.HttpRequest; readonly rest: ReadonlyArray<Uint8Array> }
@@ -301,28 +315,28 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       }
       return FrameEncoder.encodeFrame({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text }, payload)
     }
-    // Backpressure policy, applied after queueing: "suspend" waits for the buffer to drain below the mark.
-    const afterQueue: Effect.Effect<void, MessageDroppedError> = Effect.suspend(() => {
-      if (outboxBytes <= options.outboundHighWaterMark) return Effect.void
-      if (options.backpressure === "suspend") return waitForDrain
-      if (options.backpressure === "close") {
-        hooks.onBackpressure?.("close")
-        return startClose(CloseCode.PolicyViolation, "send buffer full")
-      }
-      return Effect.void
-    })
-    const dropCheck = (): MessageDroppedError | undefined => {
-      if (options.backpressure !== "drop" || outboxBytes <= options.outboundHighWaterMark) return undefined
-      hooks.onBackpressure?.("drop")
-      return new MessageDroppedError({ connectionId: id, bufferedBytes: outboxBytes })
-    }
-    const sendFrames = (frames: ReadonlyArray<Uint8Array>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
+    // Backpressure, judged on what is already buffered (a single large message to a fast peer is
+    // fine): "drop" refuses the message, "close" closes with 1008; "suspend" queues it, then waits
+    // until the buffer is back under the mark.
+    const sendFrames = (
+      frames: ReadonlyArray<Uint8Array>,
+      messageCount: number
+    ): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
       Effect.suspend((): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> => {
         if (state !== OPEN && state !== DRAINING) return Effect.fail(closedError)
-        const dropped = dropCheck()
-        if (dropped !== undefined) return Effect.fail(dropped)
+        if (outboxBytes > options.outboundHighWaterMark) {
+          if (options.backpressure === "drop") {
+            hooks.onBackpressure?.("drop")
+            return Effect.fail(new MessageDroppedError({ connectionId: id, bufferedBytes: outboxBytes }))
+          }
+          if (options.backpressure === "close") {
+            hooks.onBackpressure?.("close")
+            return Effect.andThen(startClose(CloseCode.PolicyViolation, "send buffer full"), Effect.fail(closedError))
+          }
+        }
         enqueueAll(frames)
-        return afterQueue
+        hooks.onMessagesOut?.(messageCount)
+        return outboxBytes > options.outboundHighWaterMark && options.backpressure === "suspend" ? waitForDrain : Effect.void
       })
 
     // ---- closing handshake ----
@@ -401,9 +415,16 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             for (const m of messages) bytes += m.data.length
             hooks.onMessagesIn(messages.length, bytes)
           }
-          yield* Queue.offerAll(inbound, messages.splice(0, messages.length))
+          // Once our close has started nobody may take these, but the peer's close reply must still be read.
+          yield* Effect.raceFirst(
+            Queue.offerAll(inbound, messages.splice(0, messages.length)),
+            Deferred.await(closeStarted)
+          )
         }
         if (done) return
+        // A peer that does not read what we send is not read from either: pongs and echoes
+        // would otherwise pile up in the outbox without bound.
+        if (outboxBytes > options.outboundHighWaterMark) yield* waitForDrain
         const chunks = yield* Effect.result(ctx.pull)
         if (chunks._tag === "Failure") {
           eof = true
@@ -433,9 +454,9 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       params: ctx.decision.params ?? emptyParams,
       attributes: ctx.decision.attributes ?? emptyParams,
       messages: Stream.fromQueue(inbound),
-      send: (message) => sendFrames(encodeMessage(Message.toPayload(message))),
-      sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m)))),
-      sendFrame: (frame) => sendFrames([frame]),
+      send: (message) => sendFrames(encodeMessage(Message.toPayload(message)), 1),
+      sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m))), messages.length),
+      sendFrame: (frame) => sendFrames([frame], 1),
       offerFrame: (frame) => {
         if (state !== OPEN && state !== DRAINING) return false
         if (outboxBytes > options.outboundHighWaterMark) {
@@ -443,6 +464,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           return false
         }
         enqueue(frame)
+        hooks.onMessagesOut?.(1)
         return true
       },
       ping: (payload) =>
