@@ -74,6 +74,32 @@ const track = <S extends zlib.DeflateRaw | zlib.InflateRaw>(stream: S): S => {
   return stream
 }
 
+// exact-size plain Uint8Array: zlib chunks are views into a 16 KiB output
+// buffer (and small Buffers share an 8 KiB pool slab) that a queued message must not retain
+const concat = (chunks: ReadonlyArray<Uint8Array>, length: number, end = length): Uint8Array => {
+  const out = new Uint8Array(end)
+  let offset = 0
+  for (const chunk of chunks) {
+    if (offset >= end) break
+    const n = Math.min(chunk.length, end - offset)
+    out.set(n === chunk.length ? chunk : chunk.subarray(0, n), offset)
+    offset += n
+  }
+  return out
+}
+
+const endsWithTail = (chunks: ReadonlyArray<Uint8Array>): boolean => {
+  // walk back over the chunks: the tail may straddle them
+  let k = TAIL.length
+  for (let c = chunks.length - 1; c >= 0 && k > 0; c--) {
+    const chunk = chunks[c]!
+    for (let i = chunk.length - 1; i >= 0 && k > 0; i--) {
+      if (chunk[i] !== TAIL[--k]) return false
+    }
+  }
+  return k === 0
+}
+
 const discard = (stream: zlib.DeflateRaw | zlib.InflateRaw): void => {
   stream.removeAllListeners("data")
   stream.close()
@@ -195,11 +221,8 @@ export const makeCompressor = (
             return Effect.die(error)
           },
           onFlushed: () => {
-            // copy: zlib chunks are views into a 16 KiB output buffer we must not retain
-            const out = Buffer.concat(chunks, length)
             if (params.serverNoContextTakeover) stream.reset() // RFC 7692 §7.1.1.1
-            const end = out.length >= 4 && out.subarray(out.length - 4).equals(TAIL) ? out.length - 4 : out.length
-            return Effect.succeed(out.subarray(0, end))
+            return Effect.succeed(concat(chunks, length, endsWithTail(chunks) ? length - 4 : length))
           }
         }, dropDeflater)
       }))))
@@ -228,7 +251,7 @@ export const makeCompressor = (
             return Effect.fail(protocolError("InvalidCompressedData", error.message))
           },
           onFlushed: () => {
-            const out = Buffer.concat(chunks, length)
+            const out = concat(chunks, length)
             // the peer ended the deflate stream (BFINAL = 1, RFC 7692 §7.2.3): zlib
             // left input unread, and the next message needs a fresh inflater
             if (stream.bytesWritten - consumedBefore < data.length + TAIL.length) dropInflater()

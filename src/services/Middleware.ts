@@ -110,16 +110,21 @@ export const connectionLimitPerIp = (max: number): UpgradeMiddleware<never> => {
   return <R>(context: UpgradeContext, next: Effect.Effect<UpgradeDecision<R>, never, R>) => {
     const ip = context.peer.remoteAddress ?? "unknown"
     if ((open.get(ip) ?? 0) >= max) return Effect.succeed(rejectWith(429, "too many connections\n"))
-    return Effect.map(next, (decision): UpgradeDecision<R> => {
-      if (decision._tag !== "Accept") return decision
-      open.set(ip, (open.get(ip) ?? 0) + 1)
-      const release = Effect.sync(() => {
-        const n = (open.get(ip) ?? 1) - 1
-        if (n <= 0) open.delete(ip)
-        else open.set(ip, n)
-      })
-      return { ...decision, handler: (connection) => Effect.ensuring(decision.handler(connection), release) }
+    // Reserve the slot before `next`, so concurrent upgrades behind an asynchronous middleware cannot overshoot.
+    open.set(ip, (open.get(ip) ?? 0) + 1)
+    const release = Effect.sync(() => {
+      const n = (open.get(ip) ?? 1) - 1
+      if (n <= 0) open.delete(ip)
+      else open.set(ip, n)
     })
+    return Effect.onExit(next, (exit) =>
+      exit._tag === "Success" && exit.value._tag === "Accept" ? Effect.void : release).pipe(
+      Effect.map((decision): UpgradeDecision<R> =>
+        decision._tag === "Accept"
+          ? { ...decision, handler: (connection) => Effect.ensuring(decision.handler(connection), release) }
+          : decision
+      )
+    )
   }
 }
 
@@ -179,8 +184,10 @@ export const tracing: ConnectionMiddleware<never> = <R>(handler: Handler<R>): Ha
     ...connection,
     messages: connection.messages.pipe(
       Stream.tap((message) =>
-        Effect.currentSpan.pipe(
-          Effect.tap((span) => Effect.sync(() => span.event("ws.message", BigInt(Date.now()) * 1_000_000n, { type: message._tag, bytes: message.data.length }))),
+        Effect.all([Effect.currentSpan, Clock.currentTimeNanos]).pipe(
+          Effect.tap(([span, now]) =>
+            Effect.sync(() => span.event("ws.message", now, { type: message._tag, bytes: message.data.length }))
+          ),
           Effect.ignore
         )
       )

@@ -19,6 +19,10 @@ import * as CloseCode from "../domain/CloseCode.ts"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
 import * as FrameEncoder from "../domain/FrameEncoder.ts"
 import * as Handshake from "../domain/Handshake.ts"
+import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
+import { protocolError as makeProtocolError } from "../domain/ProtocolError.ts"
+import * as Utf8 from "../domain/Utf8.ts"
+import { type Compressor, CompressionLimiter, makeCompressor } from "./Compression.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import {
   type CloseInfo,
@@ -114,11 +118,18 @@ const DRAINING = 3
  * handshake deadline, answer it, and for an accepted upgrade run the frame
  * loop and the application's handler. Never fails; always releases the socket.
  */
+/** permessage-deflate for a server: the options, and the process-wide zlib limiter. */
+export interface DeflateSupport {
+  readonly options: PerMessageDeflate.DeflateOptions
+  readonly limiter: CompressionLimiter["Service"]
+}
+
 export const runConnection = <R>(
   incoming: Incoming,
   app: App<R>,
   options: ServerOptions,
-  hooks: Hooks = {}
+  hooks: Hooks = {},
+  deflate?: DeflateSupport
 ): Effect.Effect<void, never, R> =>
   Effect.scoped(
     Effect.gen(function*() {
@@ -164,16 +175,38 @@ export const runConnection = <R>(
       if (decision._tag === "Reject") {
         return yield* answer(Handshake.httpResponse(decision.response), decision.response.status)
       }
+      // RFC 7692 §5: accept the first acceptable permessage-deflate offer, unless the app answered extensions itself.
+      const negotiated = deflate !== undefined && decision.extensions === undefined
+        ? PerMessageDeflate.negotiate(validated.upgrade.extensions, deflate.options)
+        : undefined
+      const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
       yield* answer(
         Handshake.acceptResponse({
           key: validated.upgrade.key,
-          protocol: decision.protocol,
-          extensions: decision.extensions,
-          headers: decision.headers
+          protocol: accepted.protocol,
+          extensions: accepted.extensions,
+          headers: accepted.headers
         }),
         101
       )
-      yield* runOpen({ scope, writerScope, pull, writer, request, peer, decision, leftover: head.rest, options, hooks })
+      const compressor = negotiated === undefined || deflate === undefined ? undefined : yield* makeCompressor(negotiated.params, deflate.options).pipe(
+        Effect.provideService(CompressionLimiter, deflate.limiter)
+      )
+      yield* runOpen({
+        scope,
+        writerScope,
+        pull,
+        writer,
+        request,
+        peer,
+        decision: accepted,
+        leftover: head.rest,
+        options,
+        hooks,
+        compression: compressor === undefined || deflate === undefined
+          ? undefined
+          : { compressor, threshold: deflate.options.threshold }
+      })
     })
   ).pipe(Effect.catchCause((cause) => Effect.logError("connection failed", cause)))
 
@@ -224,6 +257,7 @@ interface OpenContext<R> {
   readonly leftover: ReadonlyArray<Uint8Array>
   readonly options: ServerOptions
   readonly hooks: Hooks
+  readonly compression: { readonly compressor: Compressor; readonly threshold: number } | undefined
 }
 
 const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
@@ -339,6 +373,19 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         return outboxBytes > options.outboundHighWaterMark && options.backpressure === "suspend" ? waitForDrain : Effect.void
       })
 
+    // RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
+    const sendCompressed = (message: Message.Message) =>
+      Effect.flatMap(compression!.compressor.compress(message.data), (payload) =>
+        sendFrames(
+          FrameEncoder.encodeMessage({
+            binary: message._tag === "Binary",
+            payload,
+            compressed: true,
+            fragmentSize: options.fragmentSize > 0 ? options.fragmentSize : undefined
+          }),
+          1
+        ))
+
     // ---- closing handshake ----
     const startClose = (code: number, reason: string): Effect.Effect<void> =>
       Effect.suspend(() => {
@@ -350,11 +397,45 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       })
 
     // ---- inbound: decode chunks, answer control frames, hand messages to the handler ----
-    let decoder = FrameDecoder.initial({ role: "server", maxMessageSize: options.maxMessageSize })
+    const compression = ctx.compression
+    let decoder = FrameDecoder.initial({
+      role: "server",
+      maxMessageSize: options.maxMessageSize,
+      allowRsv1: compression !== undefined
+    })
     let protocolError: ProtocolError | undefined
     let pendingClose: Uint8Array | undefined
+    let compressedPending = false
+    // Inflate compressed messages in order (RFC 7692 §7.2.2); the inflated size counts against
+    // maxMessageSize while inflating, and inflated text is UTF-8 checked here (§8.1).
+    const fail = (error: ProtocolError) => {
+      protocolError = error
+      pendingClose = FrameEncoder.encodeClose(error.closeCode, error.reason)
+      state = DRAINING
+    }
+    const inflateAll = (batch: Array<Pending>): Effect.Effect<boolean> =>
+      Effect.gen(function*() {
+        compressedPending = false
+        for (let i = 0; i < batch.length; i++) {
+          const m = batch[i]
+          if (!(m instanceof Compressed)) continue
+          const inflated = yield* Effect.result(compression!.compressor.decompress(m.data, options.maxMessageSize))
+          if (inflated._tag === "Failure") {
+            batch.length = i
+            fail(inflated.failure)
+            return true
+          }
+          if (!m.binary && !Utf8.isValid(inflated.success)) {
+            batch.length = i
+            fail(makeProtocolError("InvalidUtf8", "invalid UTF-8 in compressed text message"))
+            return true
+          }
+          batch[i] = m.binary ? new Message.BinaryMessage(inflated.success) : Message.textFromUtf8(inflated.success)
+        }
+        return false
+      })
     let eof = false
-    const handleChunk = (chunk: Uint8Array, messages: Array<Message.Message>): boolean => {
+    const handleChunk = (chunk: Uint8Array, messages: Array<Pending>): boolean => {
       heard = true
       const result = FrameDecoder.step(decoder, chunk)
       decoder = result.state
@@ -364,7 +445,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         switch (event._tag) {
           case "Message":
             if (state === OPEN) {
-              messages.push(event.binary ? new Message.BinaryMessage(event.data) : Message.textFromUtf8(event.data))
+              if (event.compressed) {
+                compressedPending = true
+                messages.push(new Compressed(event.binary, event.data))
+              } else {
+                messages.push(event.binary ? new Message.BinaryMessage(event.data) : Message.textFromUtf8(event.data))
+              }
             }
             break
           case "Ping":
@@ -399,7 +485,8 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       return false
     }
     const readFrames: Effect.Effect<void> = Effect.gen(function*() {
-      const messages: Array<Message.Message> = []
+      // Only plain messages remain once inflateAll has run.
+      const messages: Array<Pending> = []
       let done = false
       for (const chunk of ctx.leftover) {
         if (handleChunk(chunk, messages)) {
@@ -408,6 +495,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         }
       }
       while (true) {
+        if (compressedPending && (yield* inflateAll(messages))) done = true
         if (messages.length > 0) {
           if (options.idleTimeoutMs > 0) lastMessageAt = clock.currentTimeMillisUnsafe()
           if (hooks.onMessagesIn !== undefined) {
@@ -417,7 +505,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           }
           // Once our close has started nobody may take these, but the peer's close reply must still be read.
           yield* Effect.raceFirst(
-            Queue.offerAll(inbound, messages.splice(0, messages.length)),
+            Queue.offerAll(inbound, messages.splice(0, messages.length) as Array<Message.Message>),
             Deferred.await(closeStarted)
           )
         }
@@ -454,8 +542,16 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       params: ctx.decision.params ?? emptyParams,
       attributes: ctx.decision.attributes ?? emptyParams,
       messages: Stream.fromQueue(inbound),
-      send: (message) => sendFrames(encodeMessage(Message.toPayload(message)), 1),
-      sendAll: (messages) => sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m))), messages.length),
+      send: (message) => {
+        const m = Message.toPayload(message)
+        return compression !== undefined && m.data.length >= compression.threshold
+          ? sendCompressed(m)
+          : sendFrames(encodeMessage(m), 1)
+      },
+      sendAll: (messages) =>
+        compression === undefined
+          ? sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m))), messages.length)
+          : Effect.forEach(messages, (m) => connection.send(m), { discard: true }),
       sendFrame: (frame) => sendFrames([frame], 1),
       offerFrame: (frame) => {
         if (state !== OPEN && state !== DRAINING) return false
@@ -517,6 +613,8 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             if (!heard) {
               // A peer that cannot answer a ping will not answer a close frame either: drop TCP
               // (the close is reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
+              // CLOSED first, so the handler ending meanwhile cannot queue a close frame (1000) after all.
+              state = CLOSED
               hooks.onHeartbeatTimeout?.(handle)
               yield* Deferred.succeed(terminated, "heartbeat")
               return
@@ -601,6 +699,17 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     hooks.onClose?.(handle, info)
     yield* Fiber.interrupt(handlerFiber)
   })
+
+// A compressed message waiting for the inflater, in its place in the batch.
+class Compressed {
+  readonly binary: boolean
+  readonly data: Uint8Array
+  constructor(binary: boolean, data: Uint8Array) {
+    this.binary = binary
+    this.data = data
+  }
+}
+type Pending = Message.Message | Compressed
 
 const drain = (pull: Pull): Effect.Effect<void> =>
   Effect.gen(function*() {

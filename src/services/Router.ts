@@ -205,7 +205,16 @@ export const make = <R = never>(routes: ReadonlyArray<Route<R>>, options: Router
           body: "this resource speaks WebSocket\n"
         })
       }
-      return Effect.succeed(pathMatched ? text("method not allowed\n", 405) : text("not found\n", 404))
+      if (!pathMatched) return Effect.succeed(text("not found\n", 404))
+      // RFC 9110 §15.5.6: a 405 lists the methods the resource supports (GET routes also answer HEAD).
+      const allow = new Set<string>()
+      for (const route of httpRoutes) {
+        if (route.match(request.path) === undefined) continue
+        allow.add(route.method)
+        if (route.method === "GET") allow.add("HEAD")
+      }
+      const response = text("method not allowed\n", 405)
+      return Effect.succeed({ ...response, headers: [...(response.headers ?? []), ["Allow", [...allow].join(", ")]] })
     },
     upgrade: (upgrade, peer) => {
       const path = upgrade.request.path

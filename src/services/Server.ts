@@ -4,12 +4,16 @@
  * shutdown) and shuts down gracefully: stop accepting, close 1001 to every
  * peer, wait for their close frames up to a deadline.
  */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Fiber from "effect/Fiber"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
 import { decodeOptions, type ServerOptions } from "./Options.ts"
-import { type App, type ConnectionHandle, type Hooks, runConnection } from "./Reactor.ts"
+import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
+import { CompressionLimiter } from "./Compression.ts"
+import { type App, type ConnectionHandle, type DeflateSupport, type Hooks, runConnection } from "./Reactor.ts"
 
 export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./Reactor.ts"
 import { Transport } from "./Transport.ts"
@@ -26,8 +30,25 @@ export interface ServeOptions extends Partial<ServerOptions> {
   readonly shutdownTimeoutMs?: number | undefined
   /** Extra lifecycle hooks (metrics). */
   readonly hooks?: Hooks | undefined
+  /**
+   * permessage-deflate (RFC 7692): `true` for the defaults, or options. Off by default:
+   * it costs ~250 KiB of zlib memory per compressing connection (see docs/BENCHMARKS.md).
+   */
+  readonly perMessageDeflate?: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
   /** Receives the live state once the server runs. */
   readonly onState?: ((state: ServerState) => void) | undefined
+}
+
+const makeDeflateSupport = (
+  setting: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
+): Effect.Effect<DeflateSupport | undefined> => {
+  if (setting === undefined || setting === false) return Effect.succeed(undefined)
+  const resolved = PerMessageDeflate.resolveDeflateOptions(setting === true ? {} : setting)
+  if (resolved._tag === "Error") return Effect.die(resolved.error)
+  return Effect.map(
+    Layer.build(CompressionLimiter.layer(resolved.options.concurrency)).pipe(Effect.scoped),
+    (context) => ({ options: resolved.options, limiter: Context.get(context, CompressionLimiter) })
+  )
 }
 
 const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
@@ -47,17 +68,18 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
  */
 export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.Effect<never, never, R | Transport> =>
   Effect.gen(function*() {
-    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, ...rest } = serveOptions
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, ...rest } = serveOptions
     const options = decodeOptions(rest)
+    const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const transport = yield* Transport
     const connections = new Set<ConnectionHandle>()
     const state: ServerState = { connections, startedAt: Date.now(), shuttingDown: false }
     onState?.(state)
     const services = yield* Effect.context<never>()
     const runLogged = Effect.runForkWith(services)
+    // Every user hook is passed through; open and close also keep the registry.
     const hooks: Hooks = {
-      onHandshake: userHooks?.onHandshake,
-      onProtocolError: userHooks?.onProtocolError,
+      ...userHooks,
       onOpen: (handle) => {
         connections.add(handle)
         runLogged(Effect.logInfo(`open #${handle.info.id} ${handle.info.remoteAddress ?? "?"} ${handle.info.path}`))
@@ -73,7 +95,7 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
     }
     yield* Effect.logInfo(`listening on ${transport.address.host}:${transport.address.port}`)
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
-    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks)))
+    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deflate)))
     return yield* Fiber.join(runFiber).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {
