@@ -1,17 +1,39 @@
 /**
- * The application `npm start` serves: a WebSocket echo on every path (what
- * conformance suites drive) and a short page for plain HTTP GETs.
+ * The application `npm start` serves:
+ * - WebSocket echo on `/echo`, `/` and every path no other route claims (what
+ *   conformance suites drive);
+ * - a chat on `/chat` and `/chat/:room`: typed JSON messages (Schema), rooms
+ *   on the `Broker`, presence;
+ * - `GET /`: the demo page (chat and echo in the browser), `GET /healthz`,
+ *   `GET /metrics` (Prometheus).
+ *
+ * @example
+ * const program = Effect.gen(function*() {
+ *   const metrics = yield* Metrics.make
+ *   let state: Server.ServerState | undefined
+ *   const app = yield* Demo.make({ metrics, state: () => state })
+ *   return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s) })
+ * }).pipe(Effect.provide(Broker.layerMemory))
  */
+import { readFileSync } from "node:fs"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import { Broker } from "./services/Broker.ts"
 import type { Connection } from "./services/Connection.ts"
+import * as Metrics from "./services/Metrics.ts"
+import * as Middleware from "./services/Middleware.ts"
 import type { App } from "./services/Reactor.ts"
+import * as Router from "./services/Router.ts"
+import type { ServerState } from "./services/Server.ts"
+import * as Typed from "./services/Typed.ts"
 
 /** Echo every message back as the same type (text stays text, binary stays binary). */
 export const echo = (connection: Connection) =>
   connection.messages.pipe(Stream.runForEachArray((messages) => connection.sendAll(messages)))
 
-const page = `<!doctype html>
+const echoPage = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>wsreactor</title></head>
 <body style="font-family: system-ui, sans-serif; max-width: 40rem; margin: 3rem auto">
 <h1>wsreactor</h1>
@@ -20,13 +42,180 @@ every text and binary message is echoed back.</p>
 </body></html>
 `
 
-/** Echo on every path; plain GETs get the page, other methods 405. */
+/** Echo on every path; plain GETs get a short page, other methods 405. The conformance suites run against it. */
 export const echoApp: App<never> = {
   http: (request) =>
     Effect.succeed(
       request.method === "GET" || request.method === "HEAD"
-        ? { status: 200, headers: [["Content-Type", "text/html; charset=utf-8"]], body: page }
+        ? { status: 200, headers: [["Content-Type", "text/html; charset=utf-8"]], body: echoPage }
         : { status: 405, headers: [["Allow", "GET"]], body: "method not allowed\n" }
     ),
   upgrade: () => Effect.succeed({ _tag: "Accept", handler: echo })
 }
+
+// ---------------------------------------------------------------------------
+// Chat protocol
+// ---------------------------------------------------------------------------
+
+/** A display name: trimmed, 1 to 32 characters. */
+export const Name = Schema.Trim.check(Schema.isMinLength(1), Schema.isMaxLength(32))
+/** A chat message's text: 1 to 2000 characters. */
+export const Text = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(2000))
+
+/** What a chat client sends. */
+export const ClientMessage = Schema.Union([
+  Schema.Struct({ type: Schema.Literal("join"), name: Name }),
+  Schema.Struct({ type: Schema.Literal("message"), text: Text })
+])
+export type ClientMessage = typeof ClientMessage.Type
+
+const Members = Schema.Array(Schema.String)
+
+/** What the chat server sends. `time` is an ISO 8601 timestamp. */
+export const ServerMessage = Schema.Union([
+  Schema.Struct({ type: Schema.Literal("joined"), name: Schema.String, members: Members }),
+  Schema.Struct({ type: Schema.Literal("left"), name: Schema.String, members: Members }),
+  Schema.Struct({ type: Schema.Literal("message"), from: Schema.String, text: Schema.String, time: Schema.String }),
+  Schema.Struct({ type: Schema.Literal("error"), message: Schema.String })
+])
+export type ServerMessage = typeof ServerMessage.Type
+
+const errorReply = (error: Typed.CodecError): ServerMessage => ({
+  type: "error",
+  // The Schema message, on one line ("... at [\"name\"]").
+  message: `invalid message: ${error.detail.replace(/\s*\n\s*/g, " ")}`
+})
+
+/** Who is in each room: connection id → name, in join order. */
+type Rooms = Map<string, Map<number, string>>
+
+const roomPattern = /^[A-Za-z0-9_-]{1,32}$/
+
+// Room names become topic names and appear on the page: keep them short and plain.
+const validRoom: Router.UpgradeMiddleware<never> = (context, next) => {
+  const room = context.params["room"]
+  return room === undefined || roomPattern.test(room)
+    ? next
+    : Effect.succeed({ _tag: "Reject", response: Router.text("room names are 1-32 letters, digits, _ or -\n", 400) })
+}
+
+/** The chat handler: join once with a name, then messages go to everyone in the room (sender included). */
+const chat = (broker: Broker["Service"], rooms: Rooms) =>
+  Typed.handler(
+    {
+      incoming: ClientMessage,
+      outgoing: ServerMessage,
+      // A typo in a hand-written client should not cost the connection.
+      onDecodeError: Typed.replyOnDecodeError(errorReply)
+    },
+    (conn) =>
+      Effect.gen(function*() {
+        const room = conn.raw.params["room"] ?? "lobby"
+        const topic = `chat:${room}`
+        let members = rooms.get(room)
+        let name: string | undefined
+        const memberList = () => [...(members?.values() ?? [])]
+        const publish = (message: ServerMessage) =>
+          Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded))
+        const reply = (message: string) => Effect.ignore(conn.send({ type: "error", message }))
+        const leave = (who: string) => Effect.suspend(() => {
+          members?.delete(conn.raw.id)
+          if (members?.size === 0) {
+            rooms.delete(room)
+            members = undefined
+          }
+          return Effect.andThen(
+            broker.unsubscribe(topic, conn.raw),
+            Effect.ignore(publish({ type: "left", name: who, members: memberList() }))
+          )
+        })
+
+        yield* conn.messages.pipe(
+          Stream.runForEach((message) =>
+            Effect.gen(function*() {
+              switch (message.type) {
+                case "join": {
+                  if (name !== undefined) return yield* reply(`already joined as ${name}`)
+                  members = rooms.get(room)
+                  const wanted = message.name.toLowerCase()
+                  if (members !== undefined && [...members.values()].some((n) => n.toLowerCase() === wanted)) {
+                    return yield* reply(`the name ${message.name} is taken in ${room}`)
+                  }
+                  if (members === undefined) rooms.set(room, members = new Map())
+                  members.set(conn.raw.id, message.name)
+                  name = message.name
+                  yield* broker.subscribe(topic, conn.raw)
+                  yield* Effect.addFinalizer(() => leave(message.name))
+                  return yield* publish({ type: "joined", name, members: memberList() })
+                }
+                case "message": {
+                  if (name === undefined) return yield* reply("join first: {\"type\":\"join\",\"name\":\"...\"}")
+                  const now = yield* Clock.currentTimeMillis
+                  return yield* publish({ type: "message", from: name, text: message.text, time: new Date(now).toISOString() })
+                }
+              }
+            })
+          )
+        )
+      }).pipe(Effect.scoped)
+  )
+
+// ---------------------------------------------------------------------------
+// The app
+// ---------------------------------------------------------------------------
+
+const page = readFileSync(new URL("./demo/page.html", import.meta.url), "utf8")
+
+export interface DemoOptions {
+  /** Served on `GET /metrics`; without it the route answers 404. */
+  readonly metrics?: Metrics.ServerMetrics | undefined
+  /** The running server's state (from `Server.serve`'s `onState`), for `/healthz`. */
+  readonly state?: (() => ServerState | undefined) | undefined
+}
+
+/**
+ * Build the demo app on the `Broker` in context.
+ *
+ * @example
+ * const app = Effect.runSync(Demo.make().pipe(Effect.provide(Broker.layerMemory)))
+ */
+export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never, Broker> =>
+  Effect.gen(function*() {
+    const broker = yield* Broker
+    const createdAt = yield* Clock.currentTimeMillis
+    const rooms: Rooms = new Map()
+    const chatHandler = chat(broker, rooms)
+    const chatOptions: Router.WsRouteOptions<never> = {
+      upgrade: [validRoom],
+      // A flood closes with 1008 (RFC 6455 §7.4.1) before it reaches the room.
+      connection: [Middleware.rateLimit({ capacity: 20, refillPerSecond: 5 })]
+    }
+    const routes: ReadonlyArray<Router.Route<never>> = [
+      Router.get("/", () => Effect.succeed(Router.html(page))),
+      Router.get("/healthz", () =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const state = options.state?.()
+          return Router.json(
+            {
+              status: state?.shuttingDown === true ? "shutting-down" : "ok",
+              uptimeSeconds: Math.max(0, Math.floor((now - (state?.startedAt ?? createdAt)) / 1000)),
+              connections: state?.connections.size ?? 0
+            },
+            state?.shuttingDown === true ? 503 : 200
+          )
+        })),
+      Router.get("/metrics", () =>
+        options.metrics === undefined
+          ? Effect.succeed(Router.text("metrics are not enabled\n", 404))
+          : Effect.map(options.metrics.render, Metrics.response)),
+      Router.ws("/", echo),
+      Router.ws("/echo", echo),
+      Router.ws("/chat", chatHandler, chatOptions),
+      Router.ws("/chat/:room", chatHandler, chatOptions)
+    ]
+    // Upgrades on any other path echo (conformance suites pick their own paths); plain HTTP is
+    // routed without that catch-all, so unknown pages are 404 and WebSocket-only paths 426.
+    const withFallback = Router.make([...routes, Router.ws("/*", echo)])
+    const strict = Router.make(routes)
+    return { http: strict.http, upgrade: withFallback.upgrade }
+  })

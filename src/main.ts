@@ -1,6 +1,8 @@
 /**
- * `npm start`: serve the demo application (WebSocket echo on every path) on
- * port 8888, as the original C reactor did. Flags override PORT / HOST.
+ * `npm start`: serve the demo application on port 8888: WebSocket echo on
+ * `/echo` and every other path (as the original C reactor did), the chat on
+ * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
+ * PORT / HOST.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -12,8 +14,10 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
-import { echoApp } from "./Demo.ts"
+import * as Demo from "./Demo.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
+import * as Broker from "./services/Broker.ts"
+import * as Metrics from "./services/Metrics.ts"
 import * as Server from "./services/Server.ts"
 
 const port = Flag.Int("port").pipe(
@@ -28,9 +32,28 @@ const host = Flag.String("host").pipe(
   Flag.withDefault("0.0.0.0")
 )
 
-const wsreactor = Command.make("wsreactor", { port, host }, (flags) =>
-  Server.serve(echoApp).pipe(Effect.provide(NodeTcp.layer({ port: flags.port, host: flags.host })))
-).pipe(Command.withDescription("A WebSocket server (RFC 6455) on Effect: echo on every path, a page on plain GET."))
+const deflate = Flag.Boolean("deflate").pipe(
+  Flag.withDescription("Offer permessage-deflate (RFC 7692) compression to clients (env DEFLATE)"),
+  Flag.withFallbackConfig(Config.Boolean("DEFLATE")),
+  Flag.withDefault(false)
+)
+
+const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
+  const metrics = yield* Metrics.make
+  let state: Server.ServerState | undefined
+  const app = yield* Demo.make({ metrics, state: () => state })
+  return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s), perMessageDeflate })
+})
+
+const wsreactor = Command.make("wsreactor", { port, host, deflate }, (flags) =>
+  serveDemo(flags.deflate).pipe(
+    Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: flags.port, host: flags.host })])
+  )
+).pipe(
+  Command.withDescription(
+    "A WebSocket server (RFC 6455) on Effect: echo on /echo and any other path, a chat on /chat, the demo page on GET /, /healthz and /metrics."
+  )
+)
 
 // SIGINT/SIGTERM interrupt the main fiber; a shutdown that completed gracefully exits 0, not 130.
 const teardown: Runtime.Teardown = (exit, onExit) =>

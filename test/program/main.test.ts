@@ -1,6 +1,7 @@
 /**
  * The real program (`npm start` = `node src/main.ts`) as a child process:
- * flags, env, the HTTP page, echo over `ws`, logs, graceful shutdown on signals.
+ * flags, env, the HTTP page, echo over `ws`, the chat, /healthz and /metrics,
+ * logs, graceful shutdown on signals.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
@@ -158,6 +159,24 @@ describe("node src/main.ts", () => {
     expect(program.stdout()).toMatch(/open #\d+[^\n]*\/anything/)
     expect(program.stdout()).toContain("close #")
     expect(program.stdout()).toContain("code=1000")
+  })
+
+  it("serves the chat on /chat, /healthz with the open connections and /metrics from the live server", async () => {
+    const program = await startProgram()
+    const ws = await open(program.port, "/chat")
+    const joined = await echoOnce(ws, JSON.stringify({ type: "join", name: "Ada" }))
+    expect(JSON.parse(joined.data.toString("utf8"))).toEqual({ type: "joined", name: "Ada", members: ["Ada"] })
+
+    const health = await withTimeout("GET /healthz", fetch(`http://127.0.0.1:${program.port}/healthz`))
+    expect(health.status).toBe(200)
+    expect(await health.json()).toMatchObject({ status: "ok", connections: 1 })
+
+    const metrics = await withTimeout("GET /metrics", fetch(`http://127.0.0.1:${program.port}/metrics`))
+    expect(metrics.headers.get("content-type")).toMatch(/^text\/plain; version=0\.0\.4/)
+    const text = await metrics.text()
+    expect(text).toMatch(/^wsreactor_connections_open 1$/m)
+    expect(text).toMatch(/^wsreactor_handshakes_total\{status="101"\} 1$/m)
+    expect(text).toMatch(/^wsreactor_messages_in_total 1$/m)
   })
 
   it("--help prints the flags and exits 0", async () => {
