@@ -1,0 +1,584 @@
+/**
+ * Benchmark orchestrator: starts each peer (echo server) as a child process,
+ * drives it with bench/loadgen.ts in another process, samples the server's
+ * CPU and memory from /proc, interleaves peers round by round and reports
+ * medians with min–max.
+ *
+ *   npm run bench                      full run (updates docs/BENCHMARKS.md)
+ *   npm run bench -- --quick           smoke run, under 2 minutes
+ *   npm run bench -- --only=echo-binary,latency --peers=ws,bun
+ *   extra: --rounds=N --duration=MS --docs (also write docs/BENCHMARKS.md)
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { existsSync, mkdirSync, writeFileSync } from "node:fs"
+import * as net from "node:net"
+import { dirname, join } from "node:path"
+import { createInterface } from "node:readline"
+import { fileURLToPath } from "node:url"
+import type { LoadOptions, LoadResult } from "./loadgen.ts"
+import { cpuMicros, machine, peakRssBytes, resetPeakRss, rssBytes } from "./proc.ts"
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..")
+const HOST = "127.0.0.1"
+
+// ---------------------------------------------------------------- options
+
+const args = process.argv.slice(2)
+const flag = (name: string): string | undefined =>
+  args.find((a) => a === `--${name}` || a.startsWith(`--${name}=`))?.split("=")[1] ?? (args.includes(`--${name}`) ? "" : undefined)
+const list = (name: string): Array<string> | undefined => flag(name)?.split(",").filter((s) => s.length > 0)
+
+const quick = flag("quick") !== undefined
+const config = {
+  quick,
+  rounds: Number(flag("rounds") ?? (quick ? 2 : 5)),
+  durationMs: Number(flag("duration") ?? (quick ? 700 : 1500)),
+  rampMs: quick ? 200 : 400,
+  /** One unrecorded run per peer before a scenario's rounds (quick: the ramp of round 1 warms up). */
+  warmupMs: quick ? 0 : 500,
+  idleConns: quick ? 2000 : 10_000,
+  subscribers: quick ? 200 : 1000
+}
+
+// ---------------------------------------------------------------- peers
+
+interface Peer {
+  readonly name: string
+  /** Command line; `port` is only used by peers that cannot print READY. */
+  readonly command: (port: number) => ReadonlyArray<string> | string
+  /** True: prints "READY <port>" when listening; false: poll-connect the given port. */
+  readonly printsReady: boolean
+  readonly fanout: boolean
+  /** The plain TCP ceiling: raw records, no WebSocket. */
+  readonly raw?: boolean
+}
+
+const node = process.execPath
+const bunBinary = [join(root, "node_modules/.bin/bun"), join(root, "node_modules/bun/bin/bun.exe")].find((p) =>
+  existsSync(p) && spawnSync(p, ["--version"], { encoding: "utf8" }).status === 0
+)
+const bunVersion = bunBinary ? spawnSync(bunBinary, ["--version"], { encoding: "utf8" }).stdout.trim() : undefined
+
+const PEERS: ReadonlyArray<Peer> = [
+  { name: "tcp", command: () => [node, "bench/servers/tcp.ts"], printsReady: true, fanout: false, raw: true },
+  { name: "ws", command: () => [node, "bench/servers/ws.ts"], printsReady: true, fanout: true },
+  { name: "effect-ws", command: () => [node, "bench/servers/effect-ws.ts"], printsReady: true, fanout: true },
+  {
+    name: "bun",
+    command: () => (bunBinary ? [bunBinary, "bench/servers/bun.ts"] : "bun binary does not run"),
+    printsReady: true,
+    fanout: true
+  },
+  {
+    name: "wsreactor",
+    command: (port) =>
+      existsSync(join(root, "src/main.ts"))
+        ? [node, "src/main.ts", "--port", String(port), "--host", HOST]
+        : "src/main.ts missing",
+    printsReady: false,
+    // No pub/sub route yet: flip to true once /fanout exists.
+    fanout: false
+  }
+]
+
+// ---------------------------------------------------------------- scenarios
+
+type Kind = "echo" | "handshake" | "idle" | "fanout"
+
+interface Scenario {
+  readonly name: string
+  readonly title: string
+  readonly kind: Kind
+  readonly load: Partial<LoadOptions>
+  /** The TCP ceiling only makes sense where there is an equivalent byte stream. */
+  readonly withTcp: boolean
+  readonly rounds?: number
+}
+
+const SCENARIOS: ReadonlyArray<Scenario> = [
+  {
+    name: "echo-text",
+    title: "small echo, text: 100 conns × 10 in flight × 32 B",
+    kind: "echo",
+    load: { conns: 100, inflight: 10, size: 32, binary: false },
+    withTcp: false
+  },
+  {
+    name: "echo-binary",
+    title: "small echo, binary: 100 conns × 10 in flight × 32 B",
+    kind: "echo",
+    load: { conns: 100, inflight: 10, size: 32, binary: true },
+    withTcp: true
+  },
+  {
+    name: "latency",
+    title: "latency: 1 conn × 1 in flight × 32 B",
+    kind: "echo",
+    load: { conns: 1, inflight: 1, size: 32, binary: true },
+    withTcp: true
+  },
+  {
+    name: "large-1m",
+    title: "large: 2 conns × 1 in flight × 1 MiB binary",
+    kind: "echo",
+    load: { conns: 2, inflight: 1, size: 1 << 20, binary: true },
+    withTcp: true
+  },
+  {
+    name: "large-16m",
+    title: "large: 1 conn × 1 in flight × 16 MiB binary",
+    kind: "echo",
+    load: { conns: 1, inflight: 1, size: 16 << 20, binary: true },
+    withTcp: false
+  },
+  {
+    name: "handshake",
+    title: "handshakes: 50 parallel × (connect, upgrade, close handshake)",
+    kind: "handshake",
+    load: { conns: 50 },
+    withTcp: false
+  },
+  {
+    name: "idle",
+    title: `idle: ${config.idleConns} open connections, RSS per connection`,
+    kind: "idle",
+    load: { conns: config.idleConns },
+    withTcp: true,
+    rounds: quick ? 1 : 3
+  },
+  {
+    name: "fanout",
+    title: `fan-out: 1 publisher → ${config.subscribers} subscribers, 10 in flight × 32 B`,
+    kind: "fanout",
+    load: { conns: config.subscribers, inflight: 10, size: 32, binary: true, path: "/fanout" },
+    withTcp: false
+  }
+]
+
+// ---------------------------------------------------------------- processes
+
+const children = new Set<ChildProcess>()
+const pinning = existsSync("/usr/bin/taskset") || existsSync("/bin/taskset")
+const cores = machine().cores
+/** Server on core 0, load generator on core 1 (when there are two cores and taskset). */
+const pinned = (core: number, argv: ReadonlyArray<string>): Array<string> =>
+  pinning && cores >= 2 ? ["taskset", "-c", String(core), ...argv] : [...argv]
+
+const start = (argv: ReadonlyArray<string>, stdout: "pipe" | "ignore"): ChildProcess => {
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: root, stdio: ["pipe", stdout, "pipe"] })
+  children.add(child)
+  child.on("exit", () => children.delete(child))
+  child.stdin?.on("error", () => {})
+  return child
+}
+
+const killAll = () => {
+  for (const c of children) c.kill("SIGKILL")
+}
+process.on("exit", killAll)
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    killAll()
+    process.exit(130)
+  })
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+/** A timeout for races: unref'd, so it never keeps the bench alive once everything else is done. */
+const after = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref())
+
+const freePort = (): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.once("error", reject)
+    s.listen(0, HOST, () => {
+      const port = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(port))
+    })
+  })
+
+const canConnect = (port: number): Promise<boolean> =>
+  new Promise((resolve) => {
+    const s = net.connect({ host: HOST, port })
+    s.once("connect", () => {
+      s.destroy()
+      resolve(true)
+    })
+    s.once("error", () => resolve(false))
+  })
+
+interface Server {
+  readonly child: ChildProcess
+  readonly pid: number
+  readonly port: number
+}
+
+/** The most telling line of a child's stderr: the first error line, else the last line. */
+const tail = (chunks: Array<string>): string => {
+  const lines = chunks.join("").split("\n").map((l) => l.trim()).filter((l) => l.length > 0)
+  return (lines.find((l) => /Error\b|error:/.test(l)) ?? lines.at(-1) ?? "").replaceAll("|", "/").slice(0, 200)
+}
+
+/** Starts a peer and waits until it listens; a string is the reason it is not available. */
+const startServer = async (peer: Peer): Promise<Server | string> => {
+  const wanted = peer.printsReady ? 0 : await freePort()
+  const command = peer.command(wanted)
+  if (typeof command === "string") return command
+  const child = start(pinned(0, command), peer.printsReady ? "pipe" : "ignore")
+  const stderr: Array<string> = []
+  child.stderr!.on("data", (d: Buffer) => {
+    stderr.push(d.toString())
+    if (stderr.length > 20) stderr.shift()
+  })
+  const exited = new Promise<string>((r) => child.once("exit", (code) => r(`exited (${code}): ${tail(stderr)}`)))
+  const ready = peer.printsReady
+    ? new Promise<number>((resolve) => {
+      const lines = createInterface({ input: child.stdout! })
+      lines.on("line", (line) => {
+        const m = /^READY (\d+)/.exec(line)
+        if (m) resolve(Number(m[1]))
+      })
+    })
+    : (async () => {
+      for (let i = 0; i < 200 && child.exitCode === null; i++) {
+        if (await canConnect(wanted)) return wanted
+        await sleep(50)
+      }
+      return -1
+    })()
+  const outcome = await Promise.race([ready, exited, after(15_000).then(() => "did not start in 15 s")])
+  if (typeof outcome === "string" || outcome < 0) {
+    child.kill("SIGKILL")
+    return typeof outcome === "string" ? outcome : "port never accepted a connection"
+  }
+  return { child, pid: child.pid!, port: outcome }
+}
+
+const stopServer = async (server: Server): Promise<void> => {
+  if (server.child.exitCode !== null) return
+  const gone = new Promise((r) => server.child.once("exit", r))
+  server.child.kill("SIGTERM")
+  await Promise.race([gone, after(2000)])
+  server.child.kill("SIGKILL")
+}
+
+// ---------------------------------------------------------------- one run
+
+interface Run {
+  readonly msgsPerSec: number
+  readonly mbPerSec: number
+  readonly p50ms: number
+  readonly p99ms: number
+  /** Server CPU (user+system, all threads) per message over the measured window. */
+  readonly cpuUsPerMsg: number
+  readonly peakRssMB: number
+  readonly loadgenCpuPct: number
+  readonly loadgenUsPerMsg: number
+  readonly errors: number
+  /** idle only */
+  readonly kbPerConn?: number
+  readonly opened?: number
+}
+
+/** Runs one load generator against a live server and samples the server around the window. */
+const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
+  new Promise((resolve) => {
+    resetPeakRss(server.pid)
+    const rss0 = rssBytes(server.pid)
+    const lg = start(pinned(1, [node, "bench/loadgen.ts", JSON.stringify(options)]), "pipe")
+    let cpuAtStart = NaN
+    let serverCpu = NaN
+    let peak = NaN
+    let rssOpen = NaN
+    let opened = 0
+    let result: LoadResult | undefined
+    let failure: string | undefined
+    const stderr: Array<string> = []
+    lg.stderr!.on("data", (d: Buffer) => stderr.push(d.toString()))
+    const lines = createInterface({ input: lg.stdout! })
+    lines.on("line", (line) => {
+      let event: { event: string; opened?: number; message?: string }
+      try {
+        event = JSON.parse(line)
+      } catch {
+        return
+      }
+      if (event.event === "start") cpuAtStart = cpuMicros(server.pid)
+      else if (event.event === "opened") {
+        opened = event.opened ?? 0
+        // let the server settle, then sample and release the connections
+        void sleep(500).then(() => {
+          rssOpen = rssBytes(server.pid)
+          lg.stdin!.write("close\n")
+        })
+      } else if (event.event === "result") {
+        result = event as unknown as LoadResult
+        serverCpu = cpuMicros(server.pid) - cpuAtStart
+        peak = peakRssBytes(server.pid)
+      } else if (event.event === "error") failure = event.message
+    })
+    const timer = setTimeout(() => lg.kill("SIGKILL"), options.durationMs! + (options.rampMs ?? 0) + 90_000)
+    lg.once("exit", () => {
+      clearTimeout(timer)
+      if (result === undefined) return resolve(failure ?? `load generator failed: ${tail(stderr)}`)
+      const r = result
+      resolve({
+        msgsPerSec: r.msgsPerSec,
+        mbPerSec: r.mbPerSec,
+        p50ms: r.p50us / 1000,
+        p99ms: r.p99us / 1000,
+        cpuUsPerMsg: r.messages > 0 ? serverCpu / r.messages : NaN,
+        peakRssMB: peak / 1e6,
+        loadgenCpuPct: r.loadgenCpuPct,
+        loadgenUsPerMsg: r.loadgenUsPerMsg,
+        errors: r.errors + (server.child.exitCode !== null ? 1 : 0), // a dead server counts as an error
+        ...(options.mode === "idle" ? { kbPerConn: opened > 0 ? (rssOpen - rss0) / 1024 / opened : NaN, opened } : {})
+      })
+    })
+  })
+
+const loadOptions = (scenario: Scenario, peer: Peer, server: Server, durationMs: number): LoadOptions => ({
+  mode: scenario.kind,
+  host: HOST,
+  port: server.port,
+  conns: 1,
+  ...scenario.load,
+  ...(peer.raw ? { raw: true } : {}),
+  rampMs: config.rampMs,
+  durationMs
+})
+
+// ---------------------------------------------------------------- statistics
+
+type Stat = { readonly median: number; readonly min: number; readonly max: number }
+const stat = (xs: ReadonlyArray<number>): Stat => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return { median: NaN, min: NaN, max: NaN }
+  const mid = s.length >> 1
+  return { median: s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! }
+}
+
+const METRICS = ["msgsPerSec", "mbPerSec", "p50ms", "p99ms", "cpuUsPerMsg", "peakRssMB", "loadgenCpuPct", "loadgenUsPerMsg", "kbPerConn"] as const
+type Metric = (typeof METRICS)[number]
+
+interface PeerResult {
+  readonly runs: Array<Run>
+  readonly failures: Array<string>
+  stats?: Partial<Record<Metric, Stat>>
+  errors?: number
+  na?: string
+}
+
+// ---------------------------------------------------------------- scenario loop
+
+const runScenario = async (scenario: Scenario, peers: ReadonlyArray<Peer>): Promise<Record<string, PeerResult>> => {
+  const results: Record<string, PeerResult> = {}
+  const eligible = peers.filter((p) => {
+    const reason = p.raw && !scenario.withTcp
+      ? "not applicable"
+      : scenario.kind === "fanout" && !p.fanout
+      ? "no fan-out route"
+      : undefined
+    results[p.name] = { runs: [], failures: [], ...(reason ? { na: reason } : {}) }
+    return reason === undefined
+  })
+  const fresh = scenario.kind === "idle" // RSS per connection needs a server with no history
+  const servers = new Map<string, Server>()
+  const serverFor = async (peer: Peer): Promise<Server | undefined> => {
+    const existing = servers.get(peer.name)
+    if (existing && existing.child.exitCode === null && !fresh) return existing
+    if (existing) await stopServer(existing)
+    const s = await startServer(peer)
+    if (typeof s === "string") {
+      results[peer.name]!.na = s
+      return undefined
+    }
+    servers.set(peer.name, s)
+    if (fresh) await sleep(300)
+    return s
+  }
+  try {
+    if (!fresh) await Promise.all(eligible.map(serverFor))
+    if (config.warmupMs > 0 && !fresh) {
+      for (const peer of eligible) {
+        const s = servers.get(peer.name)
+        if (s) await runLoad(s, loadOptions(scenario, peer, s, config.warmupMs))
+      }
+    }
+    const rounds = Math.min(config.rounds, scenario.rounds ?? config.rounds)
+    for (let round = 0; round < rounds; round++) {
+      for (const peer of eligible) {
+        const r = results[peer.name]!
+        if (r.na !== undefined && r.runs.length === 0) continue
+        const s = await serverFor(peer)
+        if (!s) continue
+        const run = await runLoad(s, loadOptions(scenario, peer, s, config.durationMs))
+        if (typeof run === "string") r.failures.push(run)
+        else r.runs.push(run)
+        process.stdout.write(".")
+      }
+    }
+  } finally {
+    await Promise.all([...servers.values()].map(stopServer))
+  }
+  for (const r of Object.values(results)) {
+    if (r.runs.length === 0) {
+      r.na ??= r.failures[0] ?? "no run"
+      continue
+    }
+    delete r.na
+    r.stats = Object.fromEntries(METRICS.map((m) => [m, stat(r.runs.map((run) => run[m] ?? NaN))]))
+    r.errors = r.runs.reduce((n, run) => n + run.errors, 0)
+  }
+  return results
+}
+
+// ---------------------------------------------------------------- report
+
+/** The metric that ranks peers in a scenario, and whether higher is better. */
+const primary = (kind: Kind): { metric: Metric; label: string; higher: boolean } =>
+  kind === "idle"
+    ? { metric: "kbPerConn", label: "KiB/conn", higher: false }
+    : kind === "handshake"
+    ? { metric: "msgsPerSec", label: "handshakes/s", higher: true }
+    : kind === "fanout"
+    ? { metric: "msgsPerSec", label: "deliveries/s", higher: true }
+    : { metric: "msgsPerSec", label: "msgs/s", higher: true }
+
+const fmt = (x: number | undefined, digits = 3): string => {
+  if (x === undefined || !Number.isFinite(x)) return "–"
+  const a = Math.abs(x)
+  if (a >= 1e6) return `${(x / 1e6).toFixed(2)}M`
+  if (a >= 1e4) return `${(x / 1e3).toFixed(1)}k`
+  return a >= 100 ? x.toFixed(0) : x.toPrecision(digits)
+}
+const withRange = (s: Stat | undefined): string =>
+  s && Number.isFinite(s.median) ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : "–"
+const ratio = (a: number | undefined, b: number | undefined): string =>
+  a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b !== 0 ? `${(a / b).toFixed(2)}×` : "–"
+
+/** Load generator CPU % from which a result is marked † (load-generator-bound). */
+const LOADGEN_BOUND = 90
+
+const tableFor = (scenario: Scenario, results: Record<string, PeerResult>): Array<string> => {
+  const p = primary(scenario.kind)
+  const head = [
+    "peer",
+    `${p.label} median (min–max)`,
+    ...(scenario.kind === "idle" ? [] : ["MB/s", "p50 ms", "p99 ms", "srv CPU µs/msg"]),
+    "srv peak RSS MB",
+    ...(scenario.kind === "idle" ? ["opened"] : ["loadgen CPU % (µs/msg)"]),
+    "vs ws",
+    "vs bun",
+    ...(scenario.kind === "idle" ? [] : ["CPU/msg vs ws"])
+  ]
+  const med = (peer: string, m: Metric) => results[peer]?.stats?.[m]?.median
+  const rows = Object.entries(results).map(([peer, r]) => {
+    if (r.stats === undefined) return [peer, `n/a: ${r.na ?? ""}`.slice(0, 80), ...head.slice(2).map(() => "")]
+    const s = r.stats
+    // A saturated load generator means the peer could go faster: the number is a lower bound.
+    const bound = (s.loadgenCpuPct?.median ?? 0) >= LOADGEN_BOUND ? " †" : ""
+    return [
+      peer + (r.errors ? ` (${r.errors} err)` : ""),
+      withRange(s[p.metric]) + bound,
+      ...(scenario.kind === "idle" ? [] : [fmt(s.mbPerSec?.median), fmt(s.p50ms?.median), fmt(s.p99ms?.median), fmt(s.cpuUsPerMsg?.median)]),
+      fmt(s.peakRssMB?.median),
+      scenario.kind === "idle"
+        ? fmt(r.runs[0]?.opened)
+        : `${fmt(s.loadgenCpuPct?.median, 2)} (${fmt(s.loadgenUsPerMsg?.median, 2)})`,
+      ratio(med(peer, p.metric), med("ws", p.metric)),
+      ratio(med(peer, p.metric), med("bun", p.metric)),
+      ...(scenario.kind === "idle" ? [] : [ratio(med(peer, "cpuUsPerMsg"), med("ws", "cpuUsPerMsg"))])
+    ]
+  })
+  return [
+    `| ${head.join(" | ")} |`,
+    `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`)
+  ]
+}
+
+const main = async () => {
+  const onlyNames = list("only")
+  const peerNames = list("peers")
+  const scenarios = SCENARIOS.filter((s) => !onlyNames || onlyNames.includes(s.name))
+  const peers = PEERS.filter((p) => !peerNames || peerNames.includes(p.name))
+  if (scenarios.length === 0 || peers.length === 0) {
+    console.error(`nothing to run; scenarios: ${SCENARIOS.map((s) => s.name)}; peers: ${PEERS.map((p) => p.name)}`)
+    process.exit(2)
+  }
+  const m = machine()
+  const started = Date.now()
+  const meta = {
+    date: new Date().toISOString(),
+    cpu: m.cpu,
+    cores: m.cores,
+    node: process.version,
+    bun: bunVersion ?? "n/a",
+    pinned: pinning && m.cores >= 2 ? "server on core 0, load generator on core 1 (taskset)" : "no pinning",
+    command: `npm run bench${args.length ? ` -- ${args.join(" ")}` : ""}`,
+    config
+  }
+  console.log(`wsreactor bench: ${meta.cpu}, ${meta.cores} cores, Node ${meta.node}, Bun ${meta.bun}; ${meta.pinned}`)
+  console.log(`${config.rounds} rounds × ${config.durationMs} ms per peer and scenario, peers interleaved\n`)
+
+  const report: Array<{ scenario: Scenario; results: Record<string, PeerResult> }> = []
+  const markdown: Array<string> = []
+  for (const scenario of scenarios) {
+    process.stdout.write(`${scenario.name}: ${scenario.title} `)
+    const results = await runScenario(scenario, peers)
+    report.push({ scenario, results })
+    const table = [`### ${scenario.name}: ${scenario.title}`, "", ...tableFor(scenario, results), ""]
+    markdown.push(...table)
+    console.log(`\n${table.slice(2).join("\n")}\n`)
+  }
+  const seconds = (Date.now() - started) / 1000
+  console.log(`done in ${seconds.toFixed(0)} s`)
+
+  mkdirSync(join(root, "bench/results"), { recursive: true })
+  writeFileSync(
+    join(root, "bench/results/latest.json"),
+    JSON.stringify({ ...meta, seconds, scenarios: report.map(({ scenario, results }) => ({ ...scenario, results })) }, null, 2)
+  )
+  const doc = renderDoc(meta, markdown, seconds)
+  writeFileSync(join(root, "bench/results/latest.md"), doc)
+  // Only a full, unfiltered run replaces the published numbers (or --docs).
+  if ((!quick && !onlyNames && !peerNames && flag("rounds") === undefined && flag("duration") === undefined) || flag("docs") !== undefined) {
+    writeFileSync(join(root, "docs/BENCHMARKS.md"), doc)
+    console.log("wrote docs/BENCHMARKS.md")
+  }
+  console.log("wrote bench/results/latest.json and bench/results/latest.md")
+}
+
+const renderDoc = (meta: Record<string, unknown>, tables: Array<string>, seconds: number): string =>
+  [
+    "# Benchmarks",
+    "",
+    "Generated by `bench/run.ts`; do not edit by hand. Every peer is an echo server started by the bench on 127.0.0.1;",
+    "the load generator (`bench/loadgen.ts`) is a separate process on raw `node:net` sockets with pre-encoded masked frames.",
+    "",
+    `- Date: ${meta.date}`,
+    `- Machine: ${meta.cpu}, ${meta.cores} logical cores; ${meta.pinned}`,
+    `- Node ${meta.node}, Bun ${meta.bun}; ws 8.23 with bufferutil and utf-8-validate; no compression anywhere`,
+    `- Command: \`${meta.command}\` (${(meta.config as typeof config).rounds} rounds × ${(meta.config as typeof config).durationMs} ms, peers interleaved; took ${seconds.toFixed(0)} s)`,
+    "- Reproduce: `npm install && npm run bench` (full) or `npm run bench -- --quick`; filters: `--only=<scenario,...>`, `--peers=<peer,...>`",
+    "",
+    "How to read: medians over rounds, (min–max) for the primary metric. MB/s counts echoed payload bytes in one direction.",
+    "Latency is from a timestamp written into each payload by the load generator to the reply's arrival.",
+    "Server CPU µs/msg is user+system time of the server process (all threads, from /proc/PID/stat) over the measured",
+    "window divided by the messages in it (handshakes, deliveries). Peak RSS is VmHWM (reset before each run).",
+    "\"vs ws\" and \"vs bun\" are ratios of the primary metric (for idle: memory per connection, lower is better);",
+    "\"CPU/msg vs ws\" below 1 means cheaper than ws. `tcp` is a plain TCP echo without WebSocket framing: the ceiling,",
+    "which shows what the load generator can drive. \"loadgen CPU % (µs/msg)\" is the generator's own cost;",
+    `† marks a result where the generator ran at ≥ ${LOADGEN_BOUND} % of its core: the peer may be faster than shown.`,
+    "With one core per side, a Node client cannot outrun Bun, nor fan-out from ws-based servers (one segment per",
+    "delivery): there, compare server CPU per message, which does not depend on the load.",
+    "",
+    ...tables
+  ].join("\n")
+
+main().catch((err: unknown) => {
+  console.error(err)
+  killAll()
+  process.exit(1)
+})
