@@ -11,7 +11,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Scope from "effect/Scope"
-import * as Socket from "effect/socket/Socket"
 import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** The client's end of an in-memory connection. */
@@ -46,77 +45,100 @@ export class MemoryNetwork extends Context.Service<MemoryNetwork, {
   readonly connect: (options?: ConnectOptions) => Effect.Effect<ClientEnd>
 }>()("wsreactor/MemoryNetwork") {}
 
-const closed = (code: number) => new Socket.SocketError({ reason: new Socket.SocketCloseError({ code }) })
-
 const makePair = (
-  receiveWindow: number
-): Effect.Effect<{ readonly server: Socket.Socket; readonly client: ClientEnd }> =>
+  receiveWindow: number,
+  remoteAddress: string
+): Effect.Effect<{ readonly server: Incoming; readonly client: ClientEnd }> =>
   Effect.gen(function*() {
-    const toServer = yield* Queue.unbounded<Uint8Array, Cause.Done>()
     const toClient = yield* Queue.unbounded<Uint8Array, Cause.Done>()
+    // Client → server: delivered synchronously while the server reads, held while it is paused.
+    let onData: ((chunk: Uint8Array) => void) | undefined
+    let onEnd: (() => void) | undefined
+    let paused = false
+    let held: Array<Uint8Array> = []
     let unreadByServer = 0
-    let unreadByClient = 0
+    let clientEnded = false
+    let serverEnded = false // the server half-closed or destroyed: no more bytes to the client
     let destroyed = false
-    // Server writes parked on a full receive window, resumed as the client reads.
-    let windowWaiters: Array<(effect: Effect.Effect<void>) => void> = []
-    const wakeWriters = () => {
-      if (windowWaiters.length === 0 || (unreadByClient >= receiveWindow && !destroyed)) return
-      const waiters = windowWaiters
-      windowWaiters = []
-      for (const resume of waiters) resume(Effect.void)
+    let unreadByClient = 0
+    let drainCallbacks: Array<() => void> = []
+
+    const endServerSide = () => {
+      if (onEnd === undefined) return
+      const end = onEnd
+      onEnd = undefined
+      onData = undefined
+      end()
     }
-    const windowOpen = Effect.callback<void>((resume) => {
-      if (unreadByClient < receiveWindow || destroyed) return resume(Effect.void)
-      windowWaiters.push(resume)
-      return Effect.sync(() => {
-        windowWaiters = windowWaiters.filter((w) => w !== resume)
-      })
-    })
-    const toBytes = (chunk: Uint8Array | string) => typeof chunk === "string" ? new TextEncoder().encode(chunk) : chunk
-    const deliver = (chunks: ReadonlyArray<Uint8Array>) =>
-      Effect.andThen(
-        windowOpen,
-        Effect.suspend(() => {
-          if (destroyed) return Effect.void
-          for (const c of chunks) unreadByClient += c.length
-          return Effect.asVoid(Queue.offerAll(toClient, chunks))
-        })
-      )
-    const pull = Queue.takeAll(toServer).pipe(
-      Effect.tap((chunks) =>
-        Effect.sync(() => {
-          for (const c of chunks) unreadByServer -= c.length
-        })
-      ),
-      Effect.catchTag("Done", () => Effect.fail(closed(1000)))
-    ) as Effect.Effect<readonly [Uint8Array, ...Array<Uint8Array>], Socket.SocketError>
-    const server = Socket.make({
-      reader: Effect.acquireRelease(
-        Effect.succeed({
-          pull,
-          upgrade: () => Effect.fail(closed(1006))
-        }),
-        // Releasing the reader destroys the connection: both directions end.
-        () => Effect.andThen(Queue.end(toClient), Queue.shutdown(toServer))
-      ),
-      writer: Effect.acquireRelease(
-        Effect.succeed<Socket.Writer>({
-          write: (chunk) =>
-            Socket.isCloseEvent(chunk) ? Effect.asVoid(Queue.end(toClient)) : deliver([toBytes(chunk)]),
-          writeAll: (chunks) => deliver(chunks.map(toBytes))
-        }),
-        () => Queue.end(toClient)
-      )
-    })
+    const pump = () => {
+      while (!paused && onData !== undefined && held.length > 0) {
+        const chunk = held.shift()!
+        unreadByServer -= chunk.length
+        onData(chunk)
+      }
+      if (!paused && held.length === 0 && clientEnded) endServerSide()
+    }
+    const windowOpen = () => destroyed || unreadByClient < receiveWindow
+    const wakeDrain = () => {
+      if (drainCallbacks.length === 0 || !windowOpen()) return
+      const callbacks = drainCallbacks
+      drainCallbacks = []
+      for (const callback of callbacks) callback()
+    }
+    const server: Incoming = {
+      remoteAddress,
+      remotePort: 0,
+      listen: (data, end) => {
+        onData = data
+        onEnd = end
+        pump()
+      },
+      pause: () => {
+        paused = true
+      },
+      resume: () => {
+        paused = false
+        pump()
+      },
+      write: (chunks) => {
+        if (serverEnded) return true
+        for (const chunk of chunks) {
+          unreadByClient += chunk.length
+          Queue.offerUnsafe(toClient, chunk)
+        }
+        return windowOpen()
+      },
+      onDrain: (callback) => {
+        if (windowOpen()) queueMicrotask(callback)
+        else drainCallbacks.push(callback)
+      },
+      end: () => {
+        if (serverEnded) return
+        serverEnded = true
+        Queue.endUnsafe(toClient)
+      },
+      destroy: () => {
+        destroyed = true
+        held = []
+        if (!serverEnded) {
+          serverEnded = true
+          Queue.endUnsafe(toClient)
+        }
+        wakeDrain()
+        endServerSide()
+      }
+    }
     const took = (bytes: Uint8Array) => {
       unreadByClient -= bytes.length
-      wakeWriters()
+      wakeDrain()
     }
     const client: ClientEnd = {
       write: (bytes) =>
-        Effect.suspend(() => {
+        Effect.sync(() => {
+          if (clientEnded || destroyed) return
           unreadByServer += bytes.length
-          return Effect.asVoid(Queue.offer(toServer, bytes.slice()))
+          held.push(bytes.slice())
+          pump()
         }),
       read: Effect.tap(Queue.take(toClient), (bytes) => Effect.sync(() => took(bytes))),
       poll: Effect.suspend(() => {
@@ -128,11 +150,21 @@ const makePair = (
         }
         return Cause.done()
       }),
-      end: Effect.asVoid(Queue.end(toServer)),
-      destroy: Effect.suspend(() => {
+      end: Effect.sync(() => {
+        clientEnded = true
+        pump()
+      }),
+      destroy: Effect.sync(() => {
+        clientEnded = true
         destroyed = true
-        wakeWriters()
-        return Effect.andThen(Queue.end(toServer), Queue.end(toClient))
+        held = []
+        unreadByServer = 0
+        if (!serverEnded) {
+          serverEnded = true
+          Queue.endUnsafe(toClient)
+        }
+        wakeDrain()
+        endServerSide()
       }),
       unreadByServer: Effect.sync(() => unreadByServer)
     }
@@ -164,8 +196,8 @@ export const layer: Layer.Layer<Transport | MemoryNetwork> = Layer.effectContext
     const network = MemoryNetwork.of({
       connect: (options) =>
         Effect.gen(function*() {
-          const { client, server } = yield* makePair(options?.receiveWindow ?? Infinity)
-          yield* Queue.offer(pending, { socket: server, remoteAddress: options?.remoteAddress ?? "memory", remotePort: 0 })
+          const { client, server } = yield* makePair(options?.receiveWindow ?? Infinity, options?.remoteAddress ?? "memory")
+          yield* Queue.offer(pending, server)
           return client
         })
     })

@@ -3,9 +3,10 @@ import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as NetAddress from "effect/net/NetAddress"
-import * as SocketServer from "effect/socket/SocketServer"
+import type * as SocketServer from "effect/socket/SocketServer"
+import type * as Net from "node:net"
 import type * as Tls from "node:tls"
-import { Transport } from "../services/Transport.ts"
+import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** Where to listen. `port: 0` picks a free port (see `Transport.address`). */
 export interface ListenOptions {
@@ -15,20 +16,67 @@ export interface ListenOptions {
   readonly backlog?: number | undefined
 }
 
+/** The reactor's view of a Node socket (see `Incoming`). */
+export const fromNetSocket = (conn: Net.Socket): Incoming => {
+  let ended = false
+  return {
+    remoteAddress: conn.remoteAddress,
+    remotePort: conn.remotePort,
+    listen: (onData, onEnd) => {
+      const end = () => {
+        if (ended) return
+        ended = true
+        onEnd()
+      }
+      conn.on("data", onData)
+      conn.on("end", end)
+      conn.on("error", end)
+      conn.on("close", end)
+      conn.resume()
+    },
+    pause: () => conn.pause(),
+    resume: () => conn.resume(),
+    write: (chunks) => {
+      if (conn.destroyed || conn.writableEnded) return true
+      if (chunks.length === 1) return conn.write(chunks[0]!)
+      // One writev for the batch.
+      conn.cork()
+      for (let i = 0; i < chunks.length; i++) conn.write(chunks[i]!)
+      conn.uncork()
+      return !conn.writableNeedDrain
+    },
+    onDrain: (callback) => {
+      if (conn.destroyed || !conn.writableNeedDrain) return void queueMicrotask(callback)
+      const done = () => {
+        conn.off("drain", done)
+        conn.off("close", done)
+        callback()
+      }
+      conn.on("drain", done)
+      conn.on("close", done)
+    },
+    end: () => {
+      if (!conn.destroyed) conn.end()
+    },
+    destroy: () => {
+      conn.destroy()
+    }
+  }
+}
+
 const fromSocketServer = (server: SocketServer.SocketServer["Service"], requested: ListenOptions) =>
   Transport.of({
     address: server.address._tag === "UnixPathAddress"
       ? { host: requested.host ?? "0.0.0.0", port: requested.port }
       : { host: NetAddress.formatIp(server.address.address), port: server.address.port },
+    // NodeSocketServer accepts, tracks and interrupts the connection fibers; the reactor drives
+    // the Node socket itself (the Effect `Socket` is never acquired, so it adds nothing per chunk).
     run: (handler) =>
-      server.run((socket) =>
-        Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) => {
-          const conn = net._tag === "Some" ? net.value : undefined
-          // Nagle would delay small frames by up to 40 ms (RFC 6455 says nothing; every
-          // WebSocket server disables it).
-          conn?.setNoDelay(true)
-          return handler({ socket, remoteAddress: conn?.remoteAddress, remotePort: conn?.remotePort })
-        })
+      server.run(() =>
+        Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
+          net._tag === "Some"
+            ? handler(fromNetSocket(net.value))
+            : Effect.die(new Error("NodeSocketServer did not provide the net.Socket")))
       ).pipe(Effect.orDie)
   })
 
@@ -42,7 +90,8 @@ export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServ
   Layer.effect(
     Transport,
     Effect.map(
-      NodeSocketServer.make({ port: options.port, host: options.host, backlog: options.backlog ?? 511 }),
+      // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
+      NodeSocketServer.make({ port: options.port, host: options.host, backlog: options.backlog ?? 511, noDelay: true }),
       (server) => fromSocketServer(server, options)
     )
   )
@@ -60,7 +109,7 @@ export const layerTls = (
   Layer.effect(
     Transport,
     Effect.map(
-      NodeSocketServer.makeTls({ ...options, backlog: options.backlog ?? 511 }),
+      NodeSocketServer.makeTls({ ...options, backlog: options.backlog ?? 511, noDelay: true }),
       (server) => fromSocketServer(server, options)
     )
   )

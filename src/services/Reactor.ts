@@ -9,11 +9,7 @@ import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Queue from "effect/Queue"
-import * as Scope from "effect/Scope"
-import * as Socket from "effect/socket/Socket"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
@@ -103,8 +99,6 @@ export interface ConnectionHandle {
 
 let nextConnectionId = 1
 
-type Pull = Effect.Effect<ReadonlyArray<Uint8Array>, Socket.SocketError>
-
 // RFC 6455 §7.1.1 wants the server to close TCP first; these states say how far the closing handshake got.
 const OPEN = 0
 const CLOSING = 1 // our close frame is queued, waiting for the peer's
@@ -113,17 +107,27 @@ const CLOSED = 2 // no more frames will be sent
 // messages that arrived before it, then our close frame goes out.
 const DRAINING = 3
 
-/**
- * Run one accepted connection to its end: read the HTTP request under the
- * handshake deadline, answer it, and for an accepted upgrade run the frame
- * loop and the application's handler. Never fails; always releases the socket.
- */
 /** permessage-deflate for a server: the options, and the process-wide zlib limiter. */
 export interface DeflateSupport {
   readonly options: PerMessageDeflate.DeflateOptions
   readonly limiter: CompressionLimiter["Service"]
 }
 
+/**
+ * Where the transport's bytes go: the current phase (handshake parser, frame
+ * decoder, discard) installs its own functions. EOF is remembered.
+ */
+interface Wiring {
+  onData: (chunk: Uint8Array) => void
+  onEof: () => void
+  eof: boolean
+}
+
+/**
+ * Run one accepted connection to its end: read the HTTP request under the
+ * handshake deadline, answer it, and for an accepted upgrade run the frame
+ * loop and the application's handler. Never fails; always releases the socket.
+ */
 export const runConnection = <R>(
   incoming: Incoming,
   app: App<R>,
@@ -133,24 +137,38 @@ export const runConnection = <R>(
 ): Effect.Effect<void, never, R> =>
   Effect.scoped(
     Effect.gen(function*() {
-      const scope = yield* Effect.scope
-      const reader = yield* incoming.socket.reader
-      // The writer lives in its own scope: closing it half-closes TCP (FIN) while we keep reading.
-      const writerScope = yield* Scope.fork(scope)
-      const writer = yield* Scope.provide(incoming.socket.writer, writerScope)
+      yield* Effect.addFinalizer(() => Effect.sync(incoming.destroy))
+      // Bytes that arrive before the request parser is installed wait here (a transport may deliver
+      // synchronously from `listen`).
+      const early: Array<Uint8Array> = []
+      const wiring: Wiring = { onData: (chunk) => void early.push(chunk), onEof: noop, eof: false }
+      incoming.listen(
+        (chunk) => wiring.onData(chunk),
+        () => {
+          wiring.eof = true
+          wiring.onEof()
+        }
+      )
       const peer: Peer = { remoteAddress: incoming.remoteAddress, remotePort: incoming.remotePort }
 
-      const pull = reader.pull as Pull // TCP sockets yield bytes only
-      const head = yield* readRequest(pull, options).pipe(
+      const head = yield* readRequest(incoming, wiring, early, options).pipe(
         Effect.timeoutOrElse({
           duration: options.handshakeTimeoutMs,
           orElse: () => Effect.succeed({ _tag: "Timeout" } as const)
         })
       )
-      const answer = (bytes: Uint8Array, status: number) => {
-        hooks.onHandshake?.(status)
-        return Effect.ignore(writer.write(bytes))
-      }
+      // An HTTP answer ends the connection: FIN after it, then wait (briefly) for the peer to go.
+      const answer = (bytes: Uint8Array, status: number) =>
+        Effect.suspend(() => {
+          hooks.onHandshake?.(status)
+          incoming.write([bytes])
+          incoming.end()
+          wiring.onData = discard
+          incoming.resume()
+          return awaitEof(wiring).pipe(
+            Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void })
+          )
+        })
       switch (head._tag) {
         case "Timeout":
         case "Gone":
@@ -164,7 +182,7 @@ export const runConnection = <R>(
       if (!Handshake.isUpgradeAttempt(request)) {
         const response = yield* app.http(request, peer)
         const bytes = Handshake.httpResponse(response)
-        // RFC 9110 §9.3.2: a HEAD answer carries GET's header fields (Content-Length included) but no content.
+        // RFC 9110 §9.3.2: HEAD gets the GET response's header fields, without content.
         return yield* answer(request.method === "HEAD" ? headOnly(bytes) : bytes, response.status)
       }
       const validated = Handshake.validateUpgrade(request)
@@ -180,23 +198,23 @@ export const runConnection = <R>(
         ? PerMessageDeflate.negotiate(validated.upgrade.extensions, deflate.options)
         : undefined
       const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
-      yield* answer(
+      hooks.onHandshake?.(101)
+      incoming.write([
         Handshake.acceptResponse({
           key: validated.upgrade.key,
           protocol: accepted.protocol,
           extensions: accepted.extensions,
           headers: accepted.headers
-        }),
-        101
-      )
-      const compressor = negotiated === undefined || deflate === undefined ? undefined : yield* makeCompressor(negotiated.params, deflate.options).pipe(
-        Effect.provideService(CompressionLimiter, deflate.limiter)
-      )
+        })
+      ])
+      const compressor = negotiated === undefined || deflate === undefined
+        ? undefined
+        : yield* makeCompressor(negotiated.params, deflate.options).pipe(
+          Effect.provideService(CompressionLimiter, deflate.limiter)
+        )
       yield* runOpen({
-        scope,
-        writerScope,
-        pull,
-        writer,
+        incoming,
+        wiring,
         request,
         peer,
         decision: accepted,
@@ -210,7 +228,19 @@ export const runConnection = <R>(
     })
   ).pipe(Effect.catchCause((cause) => Effect.logError("connection failed", cause)))
 
-/** The bytes of an HTTP response up to and including the blank line after its head. */
+const noop = () => {}
+const discard = (_chunk: Uint8Array) => {}
+
+/** Completes at the peer's EOF (or at once if it already came). */
+const awaitEof = (wiring: Wiring): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    if (wiring.eof) return resume(Effect.void)
+    wiring.onEof = () => resume(Effect.void)
+    return Effect.sync(() => {
+      wiring.onEof = noop
+    })
+  })
+
 const headOnly = (response: Uint8Array): Uint8Array => {
   for (let i = 3; i < response.length; i++) {
     if (response[i] === 10 && response[i - 1] === 13 && response[i - 2] === 10 && response[i - 3] === 13) {
@@ -221,36 +251,49 @@ const headOnly = (response: Uint8Array): Uint8Array => {
 }
 
 type Head =
-  | { readonly _tag: "Request"; readonly request: Handshake.HttpRequest; readonly rest: ReadonlyArray<Uint8Array> }
+  | { readonly _tag: "Request"; readonly request: Handshake.HttpRequest; readonly rest: Array<Uint8Array> }
   | { readonly _tag: "Invalid"; readonly error: Handshake.HandshakeError }
   | { readonly _tag: "Gone" }
 
-/** Read until the request head is complete; bytes after it are kept for the frame decoder. */
-const readRequest = (pull: Pull, options: ServerOptions): Effect.Effect<Head> =>
-  Effect.gen(function*() {
+/** Feed chunks to the request parser until the head is complete; bytes after it are kept for the frame decoder. */
+const readRequest = (
+  incoming: Incoming,
+  wiring: Wiring,
+  early: ReadonlyArray<Uint8Array>,
+  options: ServerOptions
+): Effect.Effect<Head> =>
+  Effect.callback<Head>((resume) => {
     let parser = Handshake.initialRequestParser({ maxHeaderBytes: options.maxHeaderBytes })
-    while (true) {
-      const chunks = yield* Effect.result(pull)
-      if (chunks._tag === "Failure") return { _tag: "Gone" } as const
-      for (let i = 0; i < chunks.success.length; i++) {
-        const result = Handshake.stepRequest(parser, chunks.success[i])
-        if (result._tag === "NeedMore") {
-          parser = result.parser
-          continue
-        }
-        if (result._tag === "Invalid") return result
-        const rest = result.rest.length > 0 ? [result.rest] : []
-        for (let j = i + 1; j < chunks.success.length; j++) rest.push(chunks.success[j])
-        return { _tag: "Request", request: result.request, rest } as const
+    let rest: Array<Uint8Array> | undefined
+    wiring.onData = (chunk) => {
+      if (rest !== undefined) return void rest.push(chunk) // after the head: the decoder's
+      const result = Handshake.stepRequest(parser, chunk)
+      if (result._tag === "NeedMore") {
+        parser = result.parser
+        return
       }
+      // Stop reading until the request is answered (and, for an upgrade, the decoder installed).
+      incoming.pause()
+      if (result._tag === "Invalid") {
+        rest = []
+        return resume(Effect.succeed(result))
+      }
+      rest = result.rest.length > 0 ? [result.rest] : []
+      resume(Effect.succeed({ _tag: "Request", request: result.request, rest }))
     }
+    wiring.onEof = () => {
+      if (rest === undefined) resume(Effect.succeed({ _tag: "Gone" }))
+    }
+    for (const chunk of early) wiring.onData(chunk)
+    if (wiring.eof) wiring.onEof()
+    return Effect.sync(() => {
+      wiring.onData = discard
+    })
   })
 
 interface OpenContext<R> {
-  readonly scope: Scope.Scope
-  readonly writerScope: Scope.Closeable
-  readonly pull: Pull
-  readonly writer: Socket.Writer
+  readonly incoming: Incoming
+  readonly wiring: Wiring
   readonly request: Handshake.HttpRequest
   readonly peer: Peer
   readonly decision: Accept<R>
@@ -262,78 +305,100 @@ interface OpenContext<R> {
 
 const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
 
-/** The data-transfer phase: frames in, frames out, until both close frames are exchanged or TCP drops. */
+/**
+ * The data-transfer phase. Bytes are decoded in the transport's callback as
+ * they arrive (no Effect per chunk); complete messages wait in a bounded inbox
+ * that the handler's `messages` stream takes in batches; frames to send are
+ * queued and written in one batch per microtask. The connection's fiber only
+ * waits: for the closing handshake, the peer, or a deadline.
+ */
 const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
   Effect.gen(function*() {
-    const { options, hooks, writer } = ctx
+    const { options, hooks, incoming, wiring } = ctx
+    const compression = ctx.compression
     const id = nextConnectionId++
-    const inbound = yield* Queue.bounded<Message.Message, Cause.Done>(options.inboundQueueSize)
     const closedDeferred = yield* Deferred.make<CloseInfo>()
     const closeStarted = yield* Deferred.make<void>()
+    const clock = yield* Clock.Clock
 
-    // ---- outbound: frames are queued synchronously and written in batches by one flusher fiber ----
     let state = OPEN
-    let outbox: Array<Uint8Array> = []
-    let outboxBytes = 0
-    let wakeFlusher: ((effect: Effect.Effect<void>) => void) | undefined
-    let drainWaiters: Array<(effect: Effect.Effect<void>) => void> = []
-    let writesDone = false
     let localClose: { code: number; reason: string } | undefined
     let peerClose: { code: number | undefined; reason: string } | undefined
-    let writeFailed = false
-    const clock = yield* Clock.Clock
+    let protocolError: ProtocolError | undefined
+    let pendingClose: Uint8Array | undefined
     let heard = true // any bytes from the peer since the last heartbeat ping
     let lastMessageAt = clock.currentTimeMillisUnsafe()
 
+    // ---- reading pauses for two reasons: the handler is behind, or the peer does not read ----
+    let pausedForInbox = false
+    let congested = false
+    const updateReading = () => {
+      if (pausedForInbox || congested) incoming.pause()
+      else incoming.resume()
+    }
+
+    // ---- outbound: frames queued synchronously, written in one batch per microtask ----
+    let outbox: Array<Uint8Array> = []
+    let outboxBytes = 0
+    let flushScheduled = false
+    let writesClosed = false
+    let drainWaiters: Array<() => void> = [] // senders waiting for the outbox to fall under the mark
+    let flushedWaiters: Array<() => void> = [] // the closing fiber, waiting for everything to be written
+    const wakeWaiters = () => {
+      if (drainWaiters.length > 0 && outboxBytes <= options.outboundHighWaterMark) {
+        const waiters = drainWaiters
+        drainWaiters = []
+        for (const wake of waiters) wake()
+      }
+      if (flushedWaiters.length > 0 && outbox.length === 0 && !congested) {
+        const waiters = flushedWaiters
+        flushedWaiters = []
+        for (const wake of waiters) wake()
+      }
+    }
+    const flush = () => {
+      flushScheduled = false
+      if (congested || writesClosed || outbox.length === 0) return wakeWaiters()
+      const batch = outbox
+      const bytes = outboxBytes
+      outbox = []
+      outboxBytes = 0
+      hooks.onBytesOut?.(bytes)
+      if (!incoming.write(batch)) {
+        congested = true
+        updateReading()
+        incoming.onDrain(onDrained)
+      }
+      wakeWaiters()
+    }
+    const onDrained = () => {
+      congested = false
+      updateReading()
+      flush()
+    }
     const enqueue = (frame: Uint8Array) => {
       outbox.push(frame)
       outboxBytes += frame.length
-      if (wakeFlusher !== undefined) {
-        const wake = wakeFlusher
-        wakeFlusher = undefined
-        wake(Effect.void)
+      if (!flushScheduled) {
+        flushScheduled = true
+        queueMicrotask(flush)
       }
     }
-    const enqueueAll = (frames: ReadonlyArray<Uint8Array>) => {
-      for (let i = 0; i < frames.length; i++) enqueue(frames[i])
-    }
-    const waitForWork = Effect.callback<void>((resume) => {
-      if (outbox.length > 0 || writesDone) return resume(Effect.void)
-      wakeFlusher = resume
+    const awaitFlushed = Effect.callback<boolean>((resume) => {
+      if (outbox.length === 0 && !congested) return resume(Effect.succeed(true))
+      const wake = () => resume(Effect.succeed(true))
+      flushedWaiters.push(wake)
       return Effect.sync(() => {
-        if (wakeFlusher === resume) wakeFlusher = undefined
+        flushedWaiters = flushedWaiters.filter((w) => w !== wake)
       })
-    })
-    const flusher = Effect.gen(function*() {
-      while (true) {
-        if (outbox.length === 0) {
-          if (writesDone) return
-          yield* waitForWork
-          continue
-        }
-        const batch = outbox
-        const bytes = outboxBytes
-        outbox = []
-        const written = yield* Effect.result(writer.writeAll(batch as [Uint8Array, ...Array<Uint8Array>]))
-        outboxBytes -= bytes
-        hooks.onBytesOut?.(bytes)
-        if (written._tag === "Failure") {
-          writeFailed = true
-          outbox = []
-          outboxBytes = 0
-          state = CLOSED
-        }
-        if (drainWaiters.length > 0 && outboxBytes <= options.outboundHighWaterMark) {
-          const waiters = drainWaiters
-          drainWaiters = []
-          for (const resume of waiters) resume(Effect.void)
-        }
-        if (writeFailed) return
-      }
     })
     const waitForDrain = Effect.callback<void>((resume) => {
       if (outboxBytes <= options.outboundHighWaterMark || state === CLOSED) return resume(Effect.void)
-      drainWaiters.push(resume)
+      const wake = () => resume(Effect.void)
+      drainWaiters.push(wake)
+      return Effect.sync(() => {
+        drainWaiters = drainWaiters.filter((w) => w !== wake)
+      })
     })
 
     const closedError = new ConnectionClosedError({ connectionId: id })
@@ -343,11 +408,11 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       if (options.fragmentSize > 0 && payload.length > options.fragmentSize) {
         return FrameEncoder.encodeMessage({ binary, payload, fragmentSize: options.fragmentSize })
       }
+      const opcode = binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text
       // One buffer for small frames (one copy is cheaper than a vectored write); header + payload for large ones.
-      if (payload.length <= 4096) {
-        return [FrameEncoder.encodeFrameConcat({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text }, payload)]
-      }
-      return FrameEncoder.encodeFrame({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text }, payload)
+      return payload.length <= 4096
+        ? [FrameEncoder.encodeFrameConcat({ opcode }, payload)]
+        : FrameEncoder.encodeFrame({ opcode }, payload)
     }
     // Backpressure, judged on what is already buffered (a single large message to a fast peer is
     // fine): "drop" refuses the message, "close" closes with 1008; "suspend" queues it, then waits
@@ -368,11 +433,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             return Effect.andThen(startClose(CloseCode.PolicyViolation, "send buffer full"), Effect.fail(closedError))
           }
         }
-        enqueueAll(frames)
+        for (let i = 0; i < frames.length; i++) enqueue(frames[i])
         hooks.onMessagesOut?.(messageCount)
-        return outboxBytes > options.outboundHighWaterMark && options.backpressure === "suspend" ? waitForDrain : Effect.void
+        return outboxBytes > options.outboundHighWaterMark && options.backpressure === "suspend"
+          ? waitForDrain
+          : Effect.void
       })
-
     // RFC 7692 §6.1: RSV1 on the first frame of a compressed message only.
     const sendCompressed = (message: Message.Message) =>
       Effect.flatMap(compression!.compressor.compress(message.data), (payload) =>
@@ -393,72 +459,91 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         state = CLOSING
         localClose = { code, reason }
         enqueue(FrameEncoder.encodeClose(code, reason))
+        // The peer's answer must be read even if the handler stopped taking messages.
+        pausedForInbox = false
+        updateReading()
         return Deferred.succeed(closeStarted, undefined)
       })
 
-    // ---- inbound: decode chunks, answer control frames, hand messages to the handler ----
-    const compression = ctx.compression
+    // ---- inbound: decoded in the transport's callback, handed to the handler in batches ----
     let decoder = FrameDecoder.initial({
       role: "server",
       maxMessageSize: options.maxMessageSize,
       allowRsv1: compression !== undefined
     })
-    let protocolError: ProtocolError | undefined
-    let pendingClose: Uint8Array | undefined
-    let compressedPending = false
-    // Inflate compressed messages in order (RFC 7692 §7.2.2); the inflated size counts against
-    // maxMessageSize while inflating, and inflated text is UTF-8 checked here (§8.1).
+    let inbox: Array<Pending> = []
+    let inboxEnded = false
+    let takeWaiter: ((batch: Array<Pending> | undefined) => void) | undefined
+    let readFinished = false
+    let readDoneWaiter: (() => void) | undefined
+    const finishReading = () => {
+      if (readFinished) return
+      readFinished = true
+      wiring.onData = discard
+      if (readDoneWaiter !== undefined) readDoneWaiter()
+    }
+    const deliver = (batch: Array<Pending>) => {
+      if (options.idleTimeoutMs > 0) lastMessageAt = clock.currentTimeMillisUnsafe()
+      if (hooks.onMessagesIn !== undefined) {
+        let bytes = 0
+        for (let i = 0; i < batch.length; i++) bytes += batch[i].data.length
+        hooks.onMessagesIn(batch.length, bytes)
+      }
+      if (takeWaiter !== undefined && inbox.length === 0) {
+        const take = takeWaiter
+        takeWaiter = undefined
+        return take(batch)
+      }
+      for (let i = 0; i < batch.length; i++) inbox.push(batch[i])
+      if (inbox.length >= options.inboundQueueSize && !pausedForInbox) {
+        pausedForInbox = true
+        updateReading()
+      }
+    }
+    const endInbox = () => {
+      inboxEnded = true
+      if (takeWaiter !== undefined && inbox.length === 0) {
+        const take = takeWaiter
+        takeWaiter = undefined
+        take(undefined)
+      }
+    }
+    // §7.1.7 Fail the WebSocket Connection: our close frame carries the code, after the handler
+    // answered what arrived before the bad frame.
     const fail = (error: ProtocolError) => {
+      if (state !== OPEN) return
       protocolError = error
       pendingClose = FrameEncoder.encodeClose(error.closeCode, error.reason)
       state = DRAINING
+      finishReading()
     }
-    const inflateAll = (batch: Array<Pending>): Effect.Effect<boolean> =>
-      Effect.gen(function*() {
-        compressedPending = false
-        for (let i = 0; i < batch.length; i++) {
-          const m = batch[i]
-          if (!(m instanceof Compressed)) continue
-          const inflated = yield* Effect.result(compression!.compressor.decompress(m.data, options.maxMessageSize))
-          if (inflated._tag === "Failure") {
-            batch.length = i
-            fail(inflated.failure)
-            return true
-          }
-          if (!m.binary && !Utf8.isValid(inflated.success)) {
-            batch.length = i
-            fail(makeProtocolError("InvalidUtf8", "invalid UTF-8 in compressed text message"))
-            return true
-          }
-          batch[i] = m.binary ? new Message.BinaryMessage(inflated.success) : Message.textFromUtf8(inflated.success)
-        }
-        return false
-      })
-    let eof = false
-    const handleChunk = (chunk: Uint8Array, messages: Array<Pending>): boolean => {
+    const onChunk = (chunk: Uint8Array) => {
       heard = true
       const result = FrameDecoder.step(decoder, chunk)
       decoder = result.state
       const events = result.events
+      let batch: Array<Pending> | undefined
       for (let i = 0; i < events.length; i++) {
         const event = events[i]
         switch (event._tag) {
           case "Message":
+            // After our close frame, data is discarded (§5.5.1).
             if (state === OPEN) {
-              if (event.compressed) {
-                compressedPending = true
-                messages.push(new Compressed(event.binary, event.data))
-              } else {
-                messages.push(event.binary ? new Message.BinaryMessage(event.data) : Message.textFromUtf8(event.data))
-              }
+              const m = event.compressed
+                ? new Compressed(event.binary, event.data)
+                : event.binary
+                ? new Message.BinaryMessage(event.data)
+                : Message.textFromUtf8(event.data)
+              if (batch === undefined) batch = [m]
+              else batch.push(m)
             }
             break
           case "Ping":
-            // RFC 6455 §5.5.3: answer with the same payload, unless we already sent a close frame.
+            // §5.5.3: answer with the same payload, unless we already sent a close frame.
             if (state === OPEN) enqueue(FrameEncoder.encodePong(event.data))
             break
           case "Pong":
-            break // unsolicited pongs are allowed (§5.5.3); heartbeats look at them
+            break // unsolicited pongs are allowed (§5.5.3); `heard` covers heartbeats
           case "Close":
             peerClose = { code: event.code, reason: event.reason }
             if (state === OPEN) {
@@ -468,64 +553,75 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             } else {
               state = CLOSED
             }
-            return true
+            break
         }
       }
+      if (batch !== undefined) deliver(batch)
       if (result.error !== undefined) {
-        protocolError = result.error
-        if (state === OPEN) {
-          // §7.1.7 Fail the WebSocket Connection: send a close frame with the code, then close TCP.
-          pendingClose = FrameEncoder.encodeClose(result.error.closeCode, result.error.reason)
-          state = DRAINING
-        } else {
-          state = CLOSED
-        }
-        return true
+        if (state === OPEN) fail(result.error)
+        else finishReading()
+      } else if (peerClose !== undefined) {
+        finishReading()
       }
-      return false
     }
-    const readFrames: Effect.Effect<void> = Effect.gen(function*() {
-      // Only plain messages remain once inflateAll has run.
-      const messages: Array<Pending> = []
-      let done = false
-      for (const chunk of ctx.leftover) {
-        if (handleChunk(chunk, messages)) {
-          done = true
-          break
-        }
-      }
-      while (true) {
-        if (compressedPending && (yield* inflateAll(messages))) done = true
-        if (messages.length > 0) {
-          if (options.idleTimeoutMs > 0) lastMessageAt = clock.currentTimeMillisUnsafe()
-          if (hooks.onMessagesIn !== undefined) {
-            let bytes = 0
-            for (const m of messages) bytes += m.data.length
-            hooks.onMessagesIn(messages.length, bytes)
-          }
-          // Once our close has started nobody may take these, but the peer's close reply must still be read.
-          yield* Effect.raceFirst(
-            Queue.offerAll(inbound, messages.splice(0, messages.length) as Array<Message.Message>),
-            Deferred.await(closeStarted)
-          )
-        }
-        if (done) return
-        // A peer that does not read what we send is not read from either: pongs and echoes
-        // would otherwise pile up in the outbox without bound.
-        if (outboxBytes > options.outboundHighWaterMark) yield* waitForDrain
-        const chunks = yield* Effect.result(ctx.pull)
-        if (chunks._tag === "Failure") {
-          eof = true
-          return
-        }
-        for (let i = 0; i < chunks.success.length; i++) {
-          if (handleChunk(chunks.success[i], messages)) {
-            done = true
+    const waitReadDone = Effect.callback<void>((resume) => {
+      if (readFinished) return resume(Effect.void)
+      readDoneWaiter = () => resume(Effect.void)
+      return Effect.sync(() => {
+        readDoneWaiter = undefined
+      })
+    })
+
+    // Inflate compressed messages in order (RFC 7692 §7.2.2) as the handler takes them; the
+    // inflated size counts against maxMessageSize while inflating, and inflated text is UTF-8
+    // checked here (§8.1). A failure ends the stream after the messages before it.
+    const inflateBatch = (batch: Array<Pending>): Effect.Effect<Array<Message.Message>> =>
+      Effect.gen(function*() {
+        for (let i = 0; i < batch.length; i++) {
+          const m = batch[i]
+          if (!(m instanceof Compressed)) continue
+          const inflated = yield* Effect.result(compression!.compressor.decompress(m.data, options.maxMessageSize))
+          const error = inflated._tag === "Failure"
+            ? inflated.failure
+            : !m.binary && !Utf8.isValid(inflated.success)
+            ? makeProtocolError("InvalidUtf8", "invalid UTF-8 in compressed text message")
+            : undefined
+          if (error !== undefined || inflated._tag === "Failure") {
+            batch.length = i
+            inbox = []
+            if (error !== undefined) fail(error)
+            endInbox()
             break
           }
+          batch[i] = m.binary ? new Message.BinaryMessage(inflated.success) : Message.textFromUtf8(inflated.success)
         }
+        return batch as Array<Message.Message>
+      })
+    const nonEmpty = (batch: Array<Message.Message>) =>
+      batch.length > 0
+        ? Effect.succeed(batch as unknown as readonly [Message.Message, ...Array<Message.Message>])
+        : Cause.done()
+    const taken = (batch: Array<Pending>) => {
+      if (pausedForInbox && state === OPEN) {
+        pausedForInbox = false
+        updateReading()
       }
+      return compression === undefined ? nonEmpty(batch as Array<Message.Message>) : Effect.flatMap(inflateBatch(batch), nonEmpty)
+    }
+    const pull = Effect.callback<readonly [Message.Message, ...Array<Message.Message>], Cause.Done>((resume) => {
+      if (inbox.length > 0) {
+        const batch = inbox
+        inbox = []
+        return resume(taken(batch))
+      }
+      if (inboxEnded) return resume(Cause.done())
+      const take = (batch: Array<Pending> | undefined) => resume(batch === undefined ? Cause.done() : taken(batch))
+      takeWaiter = take
+      return Effect.sync(() => {
+        if (takeWaiter === take) takeWaiter = undefined
+      })
     })
+    const messages = Stream.fromPull(Effect.succeed(pull))
 
     const query = ctx.request.query
     const connection: Connection = {
@@ -541,7 +637,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       extensions: ctx.decision.extensions,
       params: ctx.decision.params ?? emptyParams,
       attributes: ctx.decision.attributes ?? emptyParams,
-      messages: Stream.fromQueue(inbound),
+      messages,
       send: (message) => {
         const m = Message.toPayload(message)
         return compression !== undefined && m.data.length >= compression.threshold
@@ -579,10 +675,19 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       closed: connection.closed
     }
 
-    const flusherFiber = yield* Effect.forkIn(flusher, ctx.scope)
+    // Start decoding: bytes that came with the upgrade request first, then the socket.
+    wiring.onData = onChunk
+    for (const chunk of ctx.leftover) {
+      if (readFinished) break
+      onChunk(chunk)
+    }
+    wiring.onEof = finishReading
+    if (wiring.eof) finishReading()
+    if (!readFinished) updateReading()
+
     hooks.onOpen?.(handle)
     // The handler: its end (success or failure) starts a close; it is interrupted when the connection ends.
-    const handlerFiber = yield* Effect.forkIn(
+    const handlerFiber = yield* Effect.forkChild(
       ctx.decision.handler(connection).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => startClose(CloseCode.Normal, ""),
@@ -595,14 +700,14 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
               )
         })
       ),
-      ctx.scope
+      { startImmediately: true }
     )
 
     // Liveness (all on Effect's Clock): ping every interval, drop a peer silent for the timeout after it;
     // close 1001 when no data message arrived for idleTimeoutMs.
-    const terminated = yield* Deferred.make<"heartbeat" | "idle">()
+    const terminated = yield* Deferred.make<"heartbeat">()
     if (options.heartbeatIntervalMs > 0) {
-      yield* Effect.forkIn(
+      yield* Effect.forkChild(
         Effect.gen(function*() {
           while (state === OPEN) {
             yield* Effect.sleep(options.heartbeatIntervalMs)
@@ -612,39 +717,40 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             yield* Effect.sleep(options.heartbeatTimeoutMs)
             if (!heard) {
               // A peer that cannot answer a ping will not answer a close frame either: drop TCP
-              // (the close is reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
-              // CLOSED first, so the handler ending meanwhile cannot queue a close frame (1000) after all.
+              // (reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
               state = CLOSED
               hooks.onHeartbeatTimeout?.(handle)
               yield* Deferred.succeed(terminated, "heartbeat")
               return
             }
           }
-        }),
-        ctx.scope
+        })
       )
     }
     if (options.idleTimeoutMs > 0) {
-      yield* Effect.forkIn(
+      yield* Effect.forkChild(
         Effect.gen(function*() {
           while (state === OPEN) {
             const remaining = lastMessageAt + options.idleTimeoutMs - clock.currentTimeMillisUnsafe()
             if (remaining <= 0) return yield* startClose(CloseCode.GoingAway, "idle timeout")
             yield* Effect.sleep(remaining)
           }
-        }),
-        ctx.scope
+        })
       )
     }
 
-    // Read until the closing handshake completes, the peer disconnects, our close goes unanswered,
+    // Wait until the closing handshake completes, the peer disconnects, our close goes unanswered,
     // or the heartbeat gives up.
     const closeDeadline = Effect.andThen(Deferred.await(closeStarted), Effect.sleep(options.closeTimeoutMs))
     const outcome = yield* Effect.raceFirst(
-      Effect.as(readFrames, "done" as const),
+      Effect.as(waitReadDone, "done" as const),
       Effect.raceFirst(Effect.as(closeDeadline, "close-timeout" as const), Deferred.await(terminated))
     )
-    yield* Queue.end(inbound)
+    finishReading()
+    // Nothing more will be sent unless the handler still has earlier messages to answer (DRAINING).
+    // Set before the inbox ends: ending it may run the handler at once.
+    if (pendingClose === undefined || outcome !== "done") state = CLOSED
+    endInbox()
     if (pendingClose !== undefined && outcome === "done") {
       // Messages that arrived before the close frame or the bad frame are answered first (the
       // handler sees its stream end), then our close frame follows them.
@@ -659,27 +765,26 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       yield* Effect.logInfo("protocol error", protocolError.message).pipe(Effect.annotateLogs({ connection: id }))
     }
 
-    // Flush what is queued (our close frame included), then half-close TCP (FIN).
-    writesDone = true
-    if (wakeFlusher !== undefined) wakeFlusher(Effect.void)
-    let graceful = outcome === "done" && !writeFailed
-    if (graceful) {
-      const flushed = yield* Fiber.await(flusherFiber).pipe(
-        Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.succeed(undefined) })
+    if (outcome === "done") {
+      // Flush what is queued (our close frame included), then half-close TCP (FIN), then let the
+      // peer go: reading on until its EOF means unread data never turns our FIN into a RST that
+      // could destroy the close frame in flight.
+      flush()
+      const flushed = yield* awaitFlushed.pipe(
+        Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.succeed(false) })
       )
-      graceful = flushed !== undefined
-    }
-    if (graceful) {
-      yield* Scope.close(ctx.writerScope, Exit.void)
-      // After a protocol error the peer may still be sending: drain until it closes, so the kernel
-      // does not answer unread data with RST and destroy our close frame in flight.
-      if (!eof && protocolError !== undefined) {
-        yield* drain(ctx.pull).pipe(Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void }))
+      if (flushed) {
+        writesClosed = true
+        incoming.end()
+        wiring.onData = discard
+        incoming.resume()
+        yield* awaitEof(wiring).pipe(
+          Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void })
+        )
       }
-    } else {
-      // Peer unresponsive: destroy the socket now rather than wait for buffered bytes it will never read.
-      yield* Effect.ignore(writer.write(new Socket.CloseEvent(CloseCode.Abnormal)))
     }
+    // Otherwise the peer is unresponsive: the scope's finalizer destroys the socket now.
+    writesClosed = true
 
     const info: CloseInfo = protocolError !== undefined
       ? { code: protocolError.closeCode, reason: protocolError.reason, wasClean: false, initiatedBy: "server" }
@@ -687,7 +792,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       ? {
         code: localClose?.code ?? peerClose.code ?? CloseCode.NoStatus,
         reason: localClose?.reason ?? peerClose.reason,
-        wasClean: !writeFailed,
+        wasClean: true,
         initiatedBy: localClose !== undefined ? "server" : "peer"
       }
       : outcome === "heartbeat"
@@ -698,6 +803,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     yield* Deferred.succeed(closedDeferred, info)
     hooks.onClose?.(handle, info)
     yield* Fiber.interrupt(handlerFiber)
+
   })
 
 // A compressed message waiting for the inflater, in its place in the batch.
@@ -710,11 +816,3 @@ class Compressed {
   }
 }
 type Pending = Message.Message | Compressed
-
-const drain = (pull: Pull): Effect.Effect<void> =>
-  Effect.gen(function*() {
-    while (true) {
-      const chunks = yield* Effect.result(pull)
-      if (chunks._tag === "Failure") return
-    }
-  })

@@ -1,15 +1,34 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
-import type * as Socket from "effect/socket/Socket"
 
 /**
- * One accepted byte-stream connection, before any HTTP is read: the socket and
- * what the transport knows about the peer.
+ * One accepted byte-stream connection, before any HTTP is read.
+ *
+ * This is the reactor's hot path, so it is callback-shaped, like the epoll
+ * loop of the original design: bytes arrive through `listen`'s callback and
+ * are decoded on the spot, writes go out in batches and report backpressure
+ * through their return value. The connection's lifecycle (deadlines,
+ * handlers, finalizers) is an Effect fiber; only the per-chunk work is not.
  */
 export interface Incoming {
-  readonly socket: Socket.Socket
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
+  /**
+   * Start reading: `onData` gets every chunk (handed over: the callee may keep
+   * and modify it), then `onEnd` exactly once at EOF, error or destruction.
+   */
+  readonly listen: (onData: (chunk: Uint8Array) => void, onEnd: () => void) => void
+  /** Stop reading (TCP backpressure builds up on the peer); `resume` starts again. */
+  readonly pause: () => void
+  readonly resume: () => void
+  /** Write a batch in order; false when the transport's buffer is over its mark: wait for `onDrain`. */
+  readonly write: (chunks: ReadonlyArray<Uint8Array>) => boolean
+  /** Call `callback` once, when the buffer has drained (or the connection ended). */
+  readonly onDrain: (callback: () => void) => void
+  /** Half-close after the queued writes (FIN); reading goes on. */
+  readonly end: () => void
+  /** Drop the connection now; pending writes are lost. Idempotent. */
+  readonly destroy: () => void
 }
 
 /**
@@ -20,7 +39,7 @@ export interface Incoming {
  * own fiber; interrupting `run` interrupts every handler.
  */
 export class Transport extends Context.Service<Transport, {
-  /** `host:port` or a description of the listening endpoint. */
+  /** The listening endpoint (the real port when 0 was asked for). */
   readonly address: { readonly host: string; readonly port: number }
   readonly run: <E, R>(handler: (incoming: Incoming) => Effect.Effect<void, E, R>) => Effect.Effect<never, never, R>
 }>()("wsreactor/Transport") {}
