@@ -71,13 +71,9 @@ const PEERS: ReadonlyArray<Peer> = [
   },
   {
     name: "wsreactor",
-    command: (port) =>
-      existsSync(join(root, "src/main.ts"))
-        ? [node, "src/main.ts", "--port", String(port), "--host", HOST]
-        : "src/main.ts missing",
-    printsReady: false,
-    // No pub/sub route yet: flip to true once /fanout exists.
-    fanout: false
+    command: () => [node, "bench/servers/wsreactor.ts"],
+    printsReady: true,
+    fanout: true
   }
 ]
 

@@ -10,6 +10,7 @@ import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
@@ -95,6 +96,12 @@ export interface ConnectionHandle {
   readonly info: ConnectionInfo
   readonly close: (code: number, reason: string) => Effect.Effect<void>
   readonly closed: Effect.Effect<CloseInfo>
+  /** Heartbeat, driven server-wide by `Server.serve`: send a ping and start listening for an answer. */
+  readonly heartbeat: () => void
+  /** Anything arrived from the peer since the last `heartbeat()`? */
+  readonly heardSinceHeartbeat: () => boolean
+  /** Drop the connection now, without a close frame (heartbeat timeout). */
+  readonly terminate: () => void
 }
 
 let nextConnectionId = 1
@@ -213,6 +220,7 @@ export const runConnection = <R>(
           Effect.provideService(CompressionLimiter, deflate.limiter)
         )
       yield* runOpen({
+        scope: yield* Effect.scope,
         incoming,
         wiring,
         request,
@@ -292,6 +300,7 @@ const readRequest = (
   })
 
 interface OpenContext<R> {
+  readonly scope: Scope.Scope
   readonly incoming: Incoming
   readonly wiring: Wiring
   readonly request: Handshake.HttpRequest
@@ -318,7 +327,14 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     const compression = ctx.compression
     const id = nextConnectionId++
     const closedDeferred = yield* Deferred.make<CloseInfo>()
-    const closeStarted = yield* Deferred.make<void>()
+    // How the open phase ends: the first of these wins (a callback, not a race of fibers).
+    let outcome: "done" | "close-timeout" | "heartbeat" | undefined
+    let outcomeWaiter: (() => void) | undefined
+    const settle = (result: "done" | "close-timeout" | "heartbeat") => {
+      if (outcome !== undefined) return
+      outcome = result
+      if (outcomeWaiter !== undefined) outcomeWaiter()
+    }
     const clock = yield* Clock.Clock
 
     let state = OPEN
@@ -401,7 +417,8 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       })
     })
 
-    const closedError = new ConnectionClosedError({ connectionId: id })
+    // Built on demand: an error captures a stack trace, too costly to keep per idle connection.
+    const closedError = () => new ConnectionClosedError({ connectionId: id })
     const encodeMessage = (message: Message.Message): Array<Uint8Array> => {
       const binary = message._tag === "Binary"
       const payload = message.data
@@ -422,7 +439,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       messageCount: number
     ): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> =>
       Effect.suspend((): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> => {
-        if (state !== OPEN && state !== DRAINING) return Effect.fail(closedError)
+        if (state !== OPEN && state !== DRAINING) return Effect.fail(closedError())
         if (outboxBytes > options.outboundHighWaterMark) {
           if (options.backpressure === "drop") {
             hooks.onBackpressure?.("drop")
@@ -430,7 +447,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           }
           if (options.backpressure === "close") {
             hooks.onBackpressure?.("close")
-            return Effect.andThen(startClose(CloseCode.PolicyViolation, "send buffer full"), Effect.fail(closedError))
+            return Effect.andThen(startClose(CloseCode.PolicyViolation, "send buffer full"), Effect.fail(closedError()))
           }
         }
         for (let i = 0; i < frames.length; i++) enqueue(frames[i])
@@ -462,7 +479,10 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         // The peer's answer must be read even if the handler stopped taking messages.
         pausedForInbox = false
         updateReading()
-        return Deferred.succeed(closeStarted, undefined)
+        // §7.1.1: the peer has closeTimeoutMs to answer.
+        return Effect.asVoid(
+          Effect.forkIn(Effect.andThen(Effect.sleep(options.closeTimeoutMs), Effect.sync(() => settle("close-timeout"))), ctx.scope)
+        )
       })
 
     // ---- inbound: decoded in the transport's callback, handed to the handler in batches ----
@@ -475,12 +495,11 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     let inboxEnded = false
     let takeWaiter: ((batch: Array<Pending> | undefined) => void) | undefined
     let readFinished = false
-    let readDoneWaiter: (() => void) | undefined
     const finishReading = () => {
       if (readFinished) return
       readFinished = true
       wiring.onData = discard
-      if (readDoneWaiter !== undefined) readDoneWaiter()
+      settle("done")
     }
     const deliver = (batch: Array<Pending>) => {
       if (options.idleTimeoutMs > 0) lastMessageAt = clock.currentTimeMillisUnsafe()
@@ -564,14 +583,6 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         finishReading()
       }
     }
-    const waitReadDone = Effect.callback<void>((resume) => {
-      if (readFinished) return resume(Effect.void)
-      readDoneWaiter = () => resume(Effect.void)
-      return Effect.sync(() => {
-        readDoneWaiter = undefined
-      })
-    })
-
     // Inflate compressed messages in order (RFC 7692 §7.2.2) as the handler takes them; the
     // inflated size counts against maxMessageSize while inflating, and inflated text is UTF-8
     // checked here (§8.1). A failure ends the stream after the messages before it.
@@ -661,7 +672,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       },
       ping: (payload) =>
         Effect.suspend(() => {
-          if (state !== OPEN) return Effect.fail(closedError)
+          if (state !== OPEN) return Effect.fail(closedError())
           enqueue(FrameEncoder.encodePing(payload))
           return Effect.void
         }),
@@ -672,7 +683,21 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     const handle: ConnectionHandle = {
       info: connection,
       close: (code, reason) => startClose(code, reason),
-      closed: connection.closed
+      closed: connection.closed,
+      heartbeat: () => {
+        if (state !== OPEN) return
+        heard = false
+        enqueue(FrameEncoder.encodePing())
+      },
+      heardSinceHeartbeat: () => heard || state !== OPEN,
+      terminate: () => {
+        if (outcome !== undefined) return
+        // A peer that cannot answer a ping will not answer a close frame either: drop TCP
+        // (reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
+        state = CLOSED
+        hooks.onHeartbeatTimeout?.(handle)
+        settle("heartbeat")
+      }
     }
 
     // Start decoding: bytes that came with the upgrade request first, then the socket.
@@ -703,30 +728,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       { startImmediately: true }
     )
 
-    // Liveness (all on Effect's Clock): ping every interval, drop a peer silent for the timeout after it;
-    // close 1001 when no data message arrived for idleTimeoutMs.
-    const terminated = yield* Deferred.make<"heartbeat">()
-    if (options.heartbeatIntervalMs > 0) {
-      yield* Effect.forkChild(
-        Effect.gen(function*() {
-          while (state === OPEN) {
-            yield* Effect.sleep(options.heartbeatIntervalMs)
-            if (state !== OPEN) return
-            heard = false
-            enqueue(FrameEncoder.encodePing())
-            yield* Effect.sleep(options.heartbeatTimeoutMs)
-            if (!heard) {
-              // A peer that cannot answer a ping will not answer a close frame either: drop TCP
-              // (reported as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
-              state = CLOSED
-              hooks.onHeartbeatTimeout?.(handle)
-              yield* Deferred.succeed(terminated, "heartbeat")
-              return
-            }
-          }
-        })
-      )
-    }
+    // Idle timeout (Effect's Clock): close 1001 when no data message arrived for idleTimeoutMs.
     if (options.idleTimeoutMs > 0) {
       yield* Effect.forkChild(
         Effect.gen(function*() {
@@ -741,11 +743,10 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
 
     // Wait until the closing handshake completes, the peer disconnects, our close goes unanswered,
     // or the heartbeat gives up.
-    const closeDeadline = Effect.andThen(Deferred.await(closeStarted), Effect.sleep(options.closeTimeoutMs))
-    const outcome = yield* Effect.raceFirst(
-      Effect.as(waitReadDone, "done" as const),
-      Effect.raceFirst(Effect.as(closeDeadline, "close-timeout" as const), Deferred.await(terminated))
-    )
+    yield* Effect.callback<void>((resume) => {
+      if (outcome !== undefined) return resume(Effect.void)
+      outcomeWaiter = () => resume(Effect.void)
+    })
     finishReading()
     // Nothing more will be sent unless the handler still has earlier messages to answer (DRAINING).
     // Set before the inbox ends: ending it may run the handler at once.

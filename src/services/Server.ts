@@ -7,6 +7,8 @@
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
 import * as Fiber from "effect/Fiber"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
@@ -67,7 +69,7 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
  * )
  */
 export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.Effect<never, never, R | Transport> =>
-  Effect.gen(function*() {
+  Effect.scoped(Effect.gen(function*() {
     const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, ...rest } = serveOptions
     const options = decodeOptions(rest)
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
@@ -76,24 +78,39 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
     const state: ServerState = { connections, startedAt: Date.now(), shuttingDown: false }
     onState?.(state)
     const services = yield* Effect.context<never>()
+    // Per-connection log lines are synchronous and skipped outright below the minimum level:
+    // no fiber per line on the accept path.
+    const logSync = Effect.runSyncWith(services)
+    const infoEnabled = LogLevel.isGreaterThanOrEqualTo("Info", Context.get(services, References.MinimumLogLevel))
     const runLogged = Effect.runForkWith(services)
     // Every user hook is passed through; open and close also keep the registry.
     const hooks: Hooks = {
       ...userHooks,
       onOpen: (handle) => {
         connections.add(handle)
-        runLogged(Effect.logInfo(`open #${handle.info.id} ${handle.info.remoteAddress ?? "?"} ${handle.info.path}`))
+        if (infoEnabled) logSync(Effect.logInfo(`open #${handle.info.id} ${handle.info.remoteAddress ?? "?"} ${handle.info.path}`))
         userHooks?.onOpen?.(handle)
         // A connection accepted while shutting down is closed at once.
         if (state.shuttingDown) runLogged(handle.close(CloseCode.GoingAway, "server shutting down"))
       },
       onClose: (handle, info) => {
         connections.delete(handle)
-        runLogged(logClose(handle, info))
+        if (infoEnabled) logSync(logClose(handle, info))
         userHooks?.onClose?.(handle, info)
       }
     }
     yield* Effect.logInfo(`listening on ${transport.address.host}:${transport.address.port}`)
+    // Heartbeats for every connection from one fiber (on Effect's Clock): ping, then drop whoever
+    // stayed silent for heartbeatTimeoutMs. One timer for the server, none per connection.
+    if (options.heartbeatIntervalMs > 0) {
+      yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+        yield* Effect.sleep(options.heartbeatIntervalMs)
+        const pinged = [...connections]
+        for (const handle of pinged) handle.heartbeat()
+        yield* Effect.sleep(options.heartbeatTimeoutMs)
+        for (const handle of pinged) if (!handle.heardSinceHeartbeat()) handle.terminate()
+      })))
+    }
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
     const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deflate)))
     return yield* Fiber.join(runFiber).pipe(
@@ -114,4 +131,4 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
         })
       )
     )
-  })
+  }))
