@@ -10,7 +10,6 @@ import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
@@ -20,6 +19,7 @@ import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { protocolError as makeProtocolError } from "../domain/ProtocolError.ts"
 import * as Utf8 from "../domain/Utf8.ts"
 import { type Compressor, CompressionLimiter, makeCompressor } from "./Compression.ts"
+import type { Deadlines } from "./Deadlines.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import {
   type CloseInfo,
@@ -139,7 +139,8 @@ export const runConnection = <R>(
   incoming: Incoming,
   app: App<R>,
   options: ServerOptions,
-  hooks: Hooks = {},
+  hooks: Hooks,
+  deadlines: Deadlines,
   deflate?: DeflateSupport
 ): Effect.Effect<void, never, R> =>
   Effect.scoped(
@@ -158,12 +159,7 @@ export const runConnection = <R>(
       )
       const peer: Peer = { remoteAddress: incoming.remoteAddress, remotePort: incoming.remotePort }
 
-      const head = yield* readRequest(incoming, wiring, early, options).pipe(
-        Effect.timeoutOrElse({
-          duration: options.handshakeTimeoutMs,
-          orElse: () => Effect.succeed({ _tag: "Timeout" } as const)
-        })
-      )
+      const head = yield* readRequest(incoming, wiring, early, options, deadlines)
       // An HTTP answer ends the connection: FIN after it, then wait (briefly) for the peer to go.
       const answer = (bytes: Uint8Array, status: number) =>
         Effect.suspend(() => {
@@ -172,9 +168,7 @@ export const runConnection = <R>(
           incoming.end()
           wiring.onData = discard
           incoming.resume()
-          return awaitEof(wiring).pipe(
-            Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void })
-          )
+          return awaitEof(wiring, deadlines, options.closeTimeoutMs)
         })
       switch (head._tag) {
         case "Timeout":
@@ -220,7 +214,7 @@ export const runConnection = <R>(
           Effect.provideService(CompressionLimiter, deflate.limiter)
         )
       yield* runOpen({
-        scope: yield* Effect.scope,
+        deadlines,
         incoming,
         wiring,
         request,
@@ -239,15 +233,15 @@ export const runConnection = <R>(
 const noop = () => {}
 const discard = (_chunk: Uint8Array) => {}
 
-/** Completes at the peer's EOF (or at once if it already came). */
-const awaitEof = (wiring: Wiring): Effect.Effect<void> =>
-  Effect.callback<void>((resume) => {
-    if (wiring.eof) return resume(Effect.void)
-    wiring.onEof = () => resume(Effect.void)
-    return Effect.sync(() => {
+/** Completes at the peer's EOF (or at once if it already came), or after `timeoutMs`. */
+const awaitEof = (wiring: Wiring, deadlines: Deadlines, timeoutMs: number): Effect.Effect<void> =>
+  wiring.eof ? Effect.void : deadlines.within<void>(timeoutMs, (done) => {
+    if (wiring.eof) return done()
+    wiring.onEof = done
+    return () => {
       wiring.onEof = noop
-    })
-  })
+    }
+  }, undefined)
 
 const headOnly = (response: Uint8Array): Uint8Array => {
   for (let i = 3; i < response.length; i++) {
@@ -263,14 +257,15 @@ type Head =
   | { readonly _tag: "Invalid"; readonly error: Handshake.HandshakeError }
   | { readonly _tag: "Gone" }
 
-/** Feed chunks to the request parser until the head is complete; bytes after it are kept for the frame decoder. */
+/** Feed chunks to the request parser until the head is complete (or the handshake deadline); bytes after it are kept for the frame decoder. */
 const readRequest = (
   incoming: Incoming,
   wiring: Wiring,
   early: ReadonlyArray<Uint8Array>,
-  options: ServerOptions
-): Effect.Effect<Head> =>
-  Effect.callback<Head>((resume) => {
+  options: ServerOptions,
+  deadlines: Deadlines
+): Effect.Effect<Head | { readonly _tag: "Timeout" }> =>
+  deadlines.within<Head | { readonly _tag: "Timeout" }>(options.handshakeTimeoutMs, (done) => {
     let parser = Handshake.initialRequestParser({ maxHeaderBytes: options.maxHeaderBytes })
     let rest: Array<Uint8Array> | undefined
     wiring.onData = (chunk) => {
@@ -284,23 +279,23 @@ const readRequest = (
       incoming.pause()
       if (result._tag === "Invalid") {
         rest = []
-        return resume(Effect.succeed(result))
+        return done(result)
       }
       rest = result.rest.length > 0 ? [result.rest] : []
-      resume(Effect.succeed({ _tag: "Request", request: result.request, rest }))
+      done({ _tag: "Request", request: result.request, rest })
     }
     wiring.onEof = () => {
-      if (rest === undefined) resume(Effect.succeed({ _tag: "Gone" }))
+      if (rest === undefined) done({ _tag: "Gone" })
     }
     for (const chunk of early) wiring.onData(chunk)
     if (wiring.eof) wiring.onEof()
-    return Effect.sync(() => {
-      wiring.onData = discard
-    })
-  })
+    return () => {
+      if (rest === undefined) wiring.onData = discard
+    }
+  }, { _tag: "Timeout" })
 
 interface OpenContext<R> {
-  readonly scope: Scope.Scope
+  readonly deadlines: Deadlines
   readonly incoming: Incoming
   readonly wiring: Wiring
   readonly request: Handshake.HttpRequest
@@ -330,6 +325,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     // How the open phase ends: the first of these wins (a callback, not a race of fibers).
     let outcome: "done" | "close-timeout" | "heartbeat" | undefined
     let outcomeWaiter: (() => void) | undefined
+    let cancelCloseDeadline = noop
     const settle = (result: "done" | "close-timeout" | "heartbeat") => {
       if (outcome !== undefined) return
       outcome = result
@@ -400,14 +396,16 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         queueMicrotask(flush)
       }
     }
-    const awaitFlushed = Effect.callback<boolean>((resume) => {
-      if (outbox.length === 0 && !congested) return resume(Effect.succeed(true))
-      const wake = () => resume(Effect.succeed(true))
-      flushedWaiters.push(wake)
-      return Effect.sync(() => {
-        flushedWaiters = flushedWaiters.filter((w) => w !== wake)
-      })
-    })
+    // Everything written (true), or the peer did not take it within closeTimeoutMs (false).
+    const awaitFlushed = Effect.suspend(() =>
+      outbox.length === 0 && !congested ? Effect.succeed(true) : ctx.deadlines.within<boolean>(options.closeTimeoutMs, (done) => {
+        const wake = () => done(true)
+        flushedWaiters.push(wake)
+        return () => {
+          flushedWaiters = flushedWaiters.filter((w) => w !== wake)
+        }
+      }, false)
+    )
     const waitForDrain = Effect.callback<void>((resume) => {
       if (outboxBytes <= options.outboundHighWaterMark || state === CLOSED) return resume(Effect.void)
       const wake = () => resume(Effect.void)
@@ -480,9 +478,8 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         pausedForInbox = false
         updateReading()
         // §7.1.1: the peer has closeTimeoutMs to answer.
-        return Effect.asVoid(
-          Effect.forkIn(Effect.andThen(Effect.sleep(options.closeTimeoutMs), Effect.sync(() => settle("close-timeout"))), ctx.scope)
-        )
+        cancelCloseDeadline = ctx.deadlines.add(options.closeTimeoutMs, () => settle("close-timeout"))
+        return Effect.void
       })
 
     // ---- inbound: decoded in the transport's callback, handed to the handler in batches ----
@@ -519,11 +516,21 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         updateReading()
       }
     }
+    // The handler has answered everything it was given: it asked for more after the inbox ended,
+    // or it was already waiting, or it returned. Then a pending close frame may follow its answers.
+    let caughtUp = false
+    let caughtUpWaiter: (() => void) | undefined
+    const markCaughtUp = () => {
+      if (caughtUp) return
+      caughtUp = true
+      if (caughtUpWaiter !== undefined) caughtUpWaiter()
+    }
     const endInbox = () => {
       inboxEnded = true
       if (takeWaiter !== undefined && inbox.length === 0) {
         const take = takeWaiter
         takeWaiter = undefined
+        markCaughtUp()
         take(undefined)
       }
     }
@@ -625,7 +632,10 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         inbox = []
         return resume(taken(batch))
       }
-      if (inboxEnded) return resume(Cause.done())
+      if (inboxEnded) {
+        markCaughtUp()
+        return resume(Cause.done())
+      }
       const take = (batch: Array<Pending> | undefined) => resume(batch === undefined ? Cause.done() : taken(batch))
       takeWaiter = take
       return Effect.sync(() => {
@@ -714,6 +724,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     // The handler: its end (success or failure) starts a close; it is interrupted when the connection ends.
     const handlerFiber = yield* Effect.forkChild(
       ctx.decision.handler(connection).pipe(
+        Effect.onExit(() => Effect.sync(markCaughtUp)),
         Effect.matchCauseEffect({
           onSuccess: () => startClose(CloseCode.Normal, ""),
           onFailure: (cause) =>
@@ -755,9 +766,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     if (pendingClose !== undefined && outcome === "done") {
       // Messages that arrived before the close frame or the bad frame are answered first (the
       // handler sees its stream end), then our close frame follows them.
-      yield* Fiber.await(handlerFiber).pipe(
-        Effect.timeoutOrElse({ duration: Math.min(options.closeTimeoutMs, 1000), orElse: () => Effect.void })
-      )
+      if (!caughtUp) {
+        yield* ctx.deadlines.within<void>(Math.min(options.closeTimeoutMs, 1000), (done) => {
+          if (caughtUp) return done()
+          caughtUpWaiter = done
+        }, undefined)
+      }
       enqueue(pendingClose)
     }
     state = CLOSED
@@ -771,21 +785,18 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       // peer go: reading on until its EOF means unread data never turns our FIN into a RST that
       // could destroy the close frame in flight.
       flush()
-      const flushed = yield* awaitFlushed.pipe(
-        Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.succeed(false) })
-      )
+      const flushed = yield* awaitFlushed
       if (flushed) {
         writesClosed = true
         incoming.end()
         wiring.onData = discard
         incoming.resume()
-        yield* awaitEof(wiring).pipe(
-          Effect.timeoutOrElse({ duration: options.closeTimeoutMs, orElse: () => Effect.void })
-        )
+        yield* awaitEof(wiring, ctx.deadlines, options.closeTimeoutMs)
       }
     }
     // Otherwise the peer is unresponsive: the scope's finalizer destroys the socket now.
     writesClosed = true
+    cancelCloseDeadline()
 
     const info: CloseInfo = protocolError !== undefined
       ? { code: protocolError.closeCode, reason: protocolError.reason, wasClean: false, initiatedBy: "server" }

@@ -15,6 +15,7 @@ import type { CloseInfo } from "./Connection.ts"
 import { decodeOptions, type ServerOptions } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
+import * as Deadlines from "./Deadlines.ts"
 import { type App, type ConnectionHandle, type DeflateSupport, type Hooks, runConnection } from "./Reactor.ts"
 
 export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./Reactor.ts"
@@ -73,6 +74,7 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
     const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, ...rest } = serveOptions
     const options = decodeOptions(rest)
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
+    const deadlines = yield* Deadlines.make
     const transport = yield* Transport
     const connections = new Set<ConnectionHandle>()
     const state: ServerState = { connections, startedAt: Date.now(), shuttingDown: false }
@@ -112,7 +114,7 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
       })))
     }
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
-    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deflate)))
+    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deadlines, deflate)))
     return yield* Fiber.join(runFiber).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {

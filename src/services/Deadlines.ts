@@ -1,0 +1,122 @@
+/**
+ * Deadlines for many connections from a few fibers. Every connection has the
+ * same handshake, close and linger timeouts, so deadlines of one duration
+ * expire in the order they were set: a FIFO per duration, served by one fiber
+ * sleeping on Effect's `Clock` (so `TestClock` drives it exactly), replaces a
+ * timer fiber per connection and per wait.
+ *
+ * @example
+ * const deadlines = yield* Deadlines.make
+ * const cancel = deadlines.add(10_000, () => dropConnection())
+ * // ... handshake done in time:
+ * cancel()
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+
+interface Entry {
+  readonly at: number
+  onExpire: (() => void) | undefined
+}
+
+interface Lane {
+  entries: Array<Entry>
+  head: number
+  /** Wakes the lane's fiber when an entry arrives while it is idle. */
+  wake: (() => void) | undefined
+}
+
+export interface Deadlines {
+  /** Call `onExpire` after `delayMs` (on the Clock) unless the returned function is called first. */
+  readonly add: (delayMs: number, onExpire: () => void) => () => void
+  /** Wait for `register`'s `done`, or at most `delayMs`, which completes with `timeout`. */
+  readonly within: <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) => Effect.Effect<A>
+}
+
+/** Create the deadline lanes; their fibers live in the current scope. */
+export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(function*() {
+  const clock = yield* Clock.Clock
+  const scope = yield* Effect.scope
+  const context = yield* Effect.context<never>()
+  const lanes = new Map<number, Lane>()
+
+  const runLane = (lane: Lane): Effect.Effect<never> =>
+    Effect.forever(Effect.gen(function*() {
+      // Drop cancelled entries at the head; compact now and then.
+      while (lane.head < lane.entries.length && lane.entries[lane.head]!.onExpire === undefined) lane.head++
+      if (lane.head > 1024 && lane.head * 2 > lane.entries.length) {
+        lane.entries = lane.entries.slice(lane.head)
+        lane.head = 0
+      }
+      if (lane.head >= lane.entries.length) {
+        lane.entries = []
+        lane.head = 0
+        yield* Effect.callback<void>((resume) => {
+          lane.wake = () => resume(Effect.void)
+          return Effect.sync(() => {
+            lane.wake = undefined
+          })
+        })
+        return
+      }
+      const entry = lane.entries[lane.head]!
+      const wait = entry.at - clock.currentTimeMillisUnsafe()
+      if (wait > 0) return yield* Effect.sleep(wait)
+      lane.head++
+      const expire = entry.onExpire
+      entry.onExpire = undefined
+      expire?.()
+    }))
+
+  const laneFor = (delayMs: number): Lane => {
+    let lane = lanes.get(delayMs)
+    if (lane === undefined) {
+      const created: Lane = { entries: [], head: 0, wake: undefined }
+      lanes.set(delayMs, created)
+      // The lane's fiber sees the same services (the Clock above all) and dies with the scope.
+      Effect.runForkWith(context)(Effect.forkIn(runLane(created), scope))
+      lane = created
+    }
+    return lane
+  }
+
+  const add = (delayMs: number, onExpire: () => void): () => void => {
+    const lane = laneFor(delayMs)
+    const entry: Entry = { at: clock.currentTimeMillisUnsafe() + delayMs, onExpire }
+    lane.entries.push(entry)
+    if (lane.wake !== undefined) {
+      const wake = lane.wake
+      lane.wake = undefined
+      wake()
+    }
+    return () => {
+      entry.onExpire = undefined
+    }
+  }
+
+  const within = <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) =>
+    Effect.callback<A>((resume) => {
+      let finished = false
+      let unregister: (() => void) | void = undefined
+      const cancel = add(delayMs, () => {
+        if (finished) return
+        finished = true
+        if (unregister) unregister()
+        resume(Effect.succeed(timeout))
+      })
+      unregister = register((a) => {
+        if (finished) return
+        finished = true
+        cancel()
+        resume(Effect.succeed(a))
+      })
+      return Effect.sync(() => {
+        finished = true
+        cancel()
+        if (unregister) unregister()
+      })
+    })
+
+  return { add, within }
+})
