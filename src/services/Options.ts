@@ -20,6 +20,8 @@ export const ServerOptions = Schema.Struct({
   fragmentSize: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 ** 31 - 1 })),
   /** Messages buffered for a handler that is behind; when full, the socket is not read (TCP backpressure). */
   inboundQueueSize: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })),
+  /** Bytes of messages buffered for a handler that is behind before the socket is not read (at least one message always fits). */
+  inboundHighWaterMark: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
   /** Outbound bytes buffered per connection above which the backpressure policy applies. */
   outboundHighWaterMark: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
   /** What `send` does above the high-water mark: wait for the peer, drop the message, or close the connection (1008). */
@@ -40,6 +42,7 @@ export const defaultOptions: ServerOptions = {
   closeTimeoutMs: 5_000,
   fragmentSize: 0,
   inboundQueueSize: 64,
+  inboundHighWaterMark: 1024 * 1024,
   outboundHighWaterMark: 1024 * 1024,
   backpressure: "suspend",
   heartbeatIntervalMs: 30_000,

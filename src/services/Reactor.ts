@@ -489,6 +489,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       allowRsv1: compression !== undefined
     })
     let inbox: Array<Pending> = []
+    let inboxBytes = 0
     let inboxEnded = false
     let takeWaiter: ((batch: Array<Pending> | undefined) => void) | undefined
     let readFinished = false
@@ -510,8 +511,12 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         takeWaiter = undefined
         return take(batch)
       }
-      for (let i = 0; i < batch.length; i++) inbox.push(batch[i])
-      if (inbox.length >= options.inboundQueueSize && !pausedForInbox) {
+      for (let i = 0; i < batch.length; i++) {
+        inbox.push(batch[i])
+        inboxBytes += batch[i].data.length
+      }
+      // Bounded in messages and in bytes: a slow handler never lets a fast peer grow server memory.
+      if ((inbox.length >= options.inboundQueueSize || inboxBytes >= options.inboundHighWaterMark) && !pausedForInbox) {
         pausedForInbox = true
         updateReading()
       }
@@ -607,6 +612,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           if (error !== undefined || inflated._tag === "Failure") {
             batch.length = i
             inbox = []
+            inboxBytes = 0
             if (error !== undefined) fail(error)
             endInbox()
             break
@@ -630,6 +636,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       if (inbox.length > 0) {
         const batch = inbox
         inbox = []
+        inboxBytes = 0
         return resume(taken(batch))
       }
       if (inboxEnded) {

@@ -481,6 +481,26 @@ describe("backpressure", () => {
         expect(yield* client.serverBacklog).toBe(0)
       }).pipe(Effect.provide(Testing.layer(app, { inboundQueueSize: 2 })))
     }))
+
+  it.effect("inbound: the bound is in bytes too, so a few large messages cannot pile up", () =>
+    Effect.gen(function*() {
+      const go = yield* Deferred.make<void>()
+      const app = accepting((conn) => Effect.andThen(Deferred.await(go), echo(conn)))
+      yield* Effect.gen(function*() {
+        const client = yield* (yield* Testing.TestServer).connect()
+        const big = new Uint8Array(600).fill(7)
+        const frameSize = Testing.clientFrame({ opcode: Opcode.Binary, payload: big }).length
+        for (let i = 0; i < 10; i++) {
+          yield* client.sendBinary(big)
+          yield* Testing.settle
+        }
+        // 64 messages would fit the count bound, but 1,000 bytes stop the reading after two.
+        expect(yield* client.serverBacklog).toBeGreaterThanOrEqual(7 * frameSize)
+        yield* Deferred.succeed(go, undefined)
+        for (let i = 0; i < 10; i++) yield* client.expectBinary(big)
+        expect(yield* client.serverBacklog).toBe(0)
+      }).pipe(Effect.provide(Testing.layer(app, { inboundHighWaterMark: 1000 })))
+    }))
 })
 
 describe("closing with a full inbound queue", () => {
