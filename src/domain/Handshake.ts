@@ -191,13 +191,16 @@ type HeadStep =
 const LF = 0x0a
 const CR = 0x0d
 
-const latin1 = (bytes: Uint8Array): string => {
-  let out = ""
-  for (let i = 0; i < bytes.length; i += 8192) {
-    out += String.fromCharCode.apply(null, Array.from(bytes.subarray(i, i + 8192)))
+// Header bytes are read as latin1, as Node's http does. On Node the native decoder; elsewhere by hand.
+const latin1: (bytes: Uint8Array) => string = typeof Buffer === "function"
+  ? (bytes) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString("latin1")
+  : (bytes) => {
+    let out = ""
+    for (let i = 0; i < bytes.length; i += 8192) {
+      out += String.fromCharCode.apply(null, Array.from(bytes.subarray(i, i + 8192)))
+    }
+    return out
   }
-  return out
-}
 
 const append = (buffer: LineBuffer | undefined, pending: number, segment: Uint8Array, max: number): LineBuffer => {
   const need = pending + segment.length

@@ -20,8 +20,13 @@ export interface ListenOptions {
 export const fromNetSocket = (conn: Net.Socket): Incoming => {
   let ended = false
   return {
-    remoteAddress: conn.remoteAddress,
-    remotePort: conn.remotePort,
+    // Getters: each is a getpeername(2) call, only paid when someone asks.
+    get remoteAddress() {
+      return conn.remoteAddress
+    },
+    get remotePort() {
+      return conn.remotePort
+    },
     listen: (onData, onEnd) => {
       const end = () => {
         if (ended) return

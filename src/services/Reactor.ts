@@ -157,7 +157,15 @@ export const runConnection = <R>(
           wiring.onEof()
         }
       )
-      const peer: Peer = { remoteAddress: incoming.remoteAddress, remotePort: incoming.remotePort }
+      // Getters: the address costs a syscall on TCP, paid only if someone asks.
+      const peer: Peer = {
+        get remoteAddress() {
+          return incoming.remoteAddress
+        },
+        get remotePort() {
+          return incoming.remotePort
+        }
+      }
 
       const head = yield* readRequest(incoming, wiring, early, options, deadlines)
       // An HTTP answer ends the connection: FIN after it, then wait (briefly) for the peer to go.
@@ -268,15 +276,20 @@ const readRequest = (
   deadlines.within<Head | { readonly _tag: "Timeout" }>(options.handshakeTimeoutMs, (done) => {
     let parser = Handshake.initialRequestParser({ maxHeaderBytes: options.maxHeaderBytes })
     let rest: Array<Uint8Array> | undefined
+    let restBytes = 0
     wiring.onData = (chunk) => {
-      if (rest !== undefined) return void rest.push(chunk) // after the head: the decoder's
+      if (rest !== undefined) {
+        // After the head: the decoder's, once installed. Bounded while the app decides.
+        rest.push(chunk)
+        restBytes += chunk.length
+        if (restBytes > 65536) incoming.pause()
+        return
+      }
       const result = Handshake.stepRequest(parser, chunk)
       if (result._tag === "NeedMore") {
         parser = result.parser
         return
       }
-      // Stop reading until the request is answered (and, for an upgrade, the decoder installed).
-      incoming.pause()
       if (result._tag === "Invalid") {
         rest = []
         return done(result)
@@ -660,7 +673,9 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
         return new URLSearchParams(query)
       },
       header: (name) => Handshake.header(ctx.request, name),
-      remoteAddress: ctx.peer.remoteAddress,
+      get remoteAddress() {
+        return ctx.peer.remoteAddress
+      },
       protocol: ctx.decision.protocol,
       extensions: ctx.decision.extensions,
       params: ctx.decision.params ?? emptyParams,
