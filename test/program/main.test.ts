@@ -179,6 +179,24 @@ describe("node src/main.ts", () => {
     expect(text).toMatch(/^wsreactor_messages_in_total 1$/m)
   })
 
+  it("--deflate: a ws client with perMessageDeflate negotiates it and echoes compressible text", async () => {
+    const program = await startProgram(["--port", "0", "--host", "127.0.0.1", "--deflate"])
+    const ws = new WebSocket(`ws://127.0.0.1:${program.port}/echo`, { perMessageDeflate: true })
+    clients.add(ws)
+    await withTimeout("open", new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject)))
+    expect(ws.extensions).toBe("permessage-deflate")
+    const text = JSON.stringify(Array.from({ length: 500 }, (_, i) => ({ i, name: `item ${i}` })))
+    expect((await echoOnce(ws, text)).data.toString("utf8")).toBe(text)
+  })
+
+  it("without --deflate, permessage-deflate is not offered back", async () => {
+    const program = await startProgram()
+    const ws = new WebSocket(`ws://127.0.0.1:${program.port}/echo`, { perMessageDeflate: true })
+    clients.add(ws)
+    await withTimeout("open", new Promise((resolve, reject) => ws.once("open", resolve).once("error", reject)))
+    expect(ws.extensions).toBe("")
+  })
+
   it("--help prints the flags and exits 0", async () => {
     const program = spawnProgram(["--help"])
     const { code } = await withTimeout("exit", program.exited)
