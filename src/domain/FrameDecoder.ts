@@ -79,15 +79,10 @@ export interface DecoderState {
   m1: number
   m2: number
   m3: number
-  /** A frame spanning chunks is being collected (see `collect`). */
-  spanning: boolean
-  /** Its unmasked, checked pieces so far: slices of the input chunks (no copy yet). */
-  parts: Array<Uint8Array>
-  /** Fallback when the pieces are tiny: one buffer of the frame's size, filled as bytes arrive. */
+  /** Payload of a frame spanning chunks, filled as chunks arrive; undefined otherwise. */
   partial: Uint8Array | undefined
-  /** Payload bytes of the spanning frame received so far. */
   partialFilled: number
-  /** Uncompressed text: the spanning payload is UTF-8 checked as it arrives (fail fast). */
+  /** Uncompressed text: the partial payload is UTF-8 checked as it arrives (fail fast). */
   partialChecked: boolean
   /** Fragmented data message in progress: its first opcode, or 0 for none. */
   messageOpcode: number
@@ -127,8 +122,6 @@ export const initial = (options?: Partial<DecoderOptions>): DecoderState => ({
   m1: 0,
   m2: 0,
   m3: 0,
-  spanning: false,
-  parts: [],
   partial: undefined,
   partialFilled: 0,
   partialChecked: false,
@@ -197,70 +190,40 @@ const skip = (s: DecoderState, n: number): void => {
   s.offset = off
 }
 
-// Mask byte for payload position p is m[p % 4]: unmask bytes[start, end) holding
-// the payload from position `at` on.
-const unmaskAt = (s: DecoderState, bytes: Uint8Array, start: number, end: number, at: number): void => {
-  switch (at & 3) {
-    case 0:
-      return maskRange(bytes, start, end, s.m0, s.m1, s.m2, s.m3)
-    case 1:
-      return maskRange(bytes, start, end, s.m1, s.m2, s.m3, s.m0)
-    case 2:
-      return maskRange(bytes, start, end, s.m2, s.m3, s.m0, s.m1)
-    default:
-      return maskRange(bytes, start, end, s.m3, s.m0, s.m1, s.m2)
-  }
-}
-
-// Below this average piece size a spanning frame is copied into one buffer as it
-// arrives instead: a peer trickling bytes must not cost an object per byte.
-const PART_MIN_AVERAGE = 1024
-const PART_MIN_COUNT = 16
-
-// Take the input belonging to the spanning frame: unmask it in place, UTF-8 check
-// it (text), and keep the slices; the copy into one buffer waits for the last byte
-// (one allocation and one pass, into memory the allocator just recycled, instead
-// of page-faulting a fresh buffer in as the bytes trickle in). Returns an error on
-// invalid UTF-8, else undefined.
-const collect = (s: DecoderState): ProtocolError | undefined => {
+// Copy input into the partial payload, unmasking and (for text) checking what
+// arrived. Returns an error on invalid UTF-8, else undefined.
+const fillPartial = (s: DecoderState): ProtocolError | undefined => {
+  const dest = s.partial!
   const chunks = s.chunks
-  const total = s.length
-  let filled = s.partialFilled
+  const from = s.partialFilled
+  let filled = from
   let used = 0
-  while (filled < total && used < chunks.length) {
+  while (filled < dest.length && used < chunks.length) {
     const chunk = chunks[used]!
-    const off = s.offset
-    const end = Math.min(chunk.length, off + total - filled)
-    if (s.masked) unmaskAt(s, chunk, off, end, filled)
-    if (s.partialChecked) {
-      // RFC 6455 §8.1 + Autobahn 6.4.3/6.4.4: fail as soon as invalid text arrives.
-      s.utf8 = Utf8.validate(s.utf8, chunk, off, end)
-      if (s.utf8 === Utf8.UTF8_REJECT) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
-    }
-    const piece = off === 0 && end === chunk.length ? chunk : chunk.subarray(off, end)
-    if (s.partial !== undefined) s.partial.set(piece, filled)
-    else s.parts.push(piece)
-    filled += end - off
-    s.available -= end - off
-    if (end === chunk.length) {
+    const take = Math.min(chunk.length - s.offset, dest.length - filled)
+    dest.set(take === chunk.length ? chunk : chunk.subarray(s.offset, s.offset + take), filled)
+    filled += take
+    s.available -= take
+    if (s.offset + take === chunk.length) {
       used++
       s.offset = 0
     } else {
-      s.offset = end
+      s.offset += take
     }
   }
   if (used > 0) chunks.splice(0, used)
+  if (filled === from) return undefined
   s.partialFilled = filled
-  const parts = s.parts
-  if (parts.length > PART_MIN_COUNT && filled < parts.length * PART_MIN_AVERAGE && filled < total) {
-    const partial = allocate(total)
-    let at = 0
-    for (let i = 0; i < parts.length; i++) {
-      partial.set(parts[i]!, at)
-      at += parts[i]!.length
-    }
-    s.partial = partial
-    s.parts = []
+  // Mask byte for payload position p is m[p % 4]: rotate to start at `from`.
+  if (s.masked) {
+    const r = from & 3
+    const m = [s.m0, s.m1, s.m2, s.m3]
+    maskRange(dest, from, filled, m[r]!, m[(r + 1) & 3]!, m[(r + 2) & 3]!, m[(r + 3) & 3]!)
+  }
+  if (s.partialChecked) {
+    // RFC 6455 §8.1 + Autobahn 6.4.3/6.4.4: fail as soon as invalid text arrives.
+    s.utf8 = Utf8.validate(s.utf8, dest, from, filled)
+    if (s.utf8 === Utf8.UTF8_REJECT) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
   }
   return undefined
 }
@@ -286,22 +249,15 @@ const closeEvent = (payload: Uint8Array): DecoderEvent | ProtocolError => {
   return { _tag: "Close", code, reason: reasonBytes.length === 0 ? "" : textDecoder.decode(reasonBytes) }
 }
 
-// A frame's payload is complete: emit or accumulate. It is `payload`, or when
-// `parts` is given, their concatenation (a spanning frame, not copied yet).
-// `checked`: UTF-8 of the payload was already validated into `s.utf8`.
+// A frame's payload is complete: emit or accumulate. `checked`: UTF-8 of the
+// payload was already validated into `s.utf8` (partial frames).
 const onPayload = (
   s: DecoderState,
   payload: Uint8Array,
-  parts: Array<Uint8Array> | undefined,
   checked: boolean,
   events: Array<DecoderEvent>
 ): ProtocolError | undefined => {
   const opcode = s.opcode
-  if (parts !== undefined && (opcode >= Opcode.Close || (opcode !== Opcode.Continuation && s.fin))) {
-    // The payload is a whole message (or control frame): copy it together once.
-    payload = parts.length === 1 ? parts[0]! : concat(parts, s.length)
-    parts = undefined
-  }
   if (opcode >= Opcode.Close) {
     if (opcode === Opcode.Ping) events.push({ _tag: "Ping", data: payload })
     else if (opcode === Opcode.Pong) events.push({ _tag: "Pong", data: payload })
@@ -337,14 +293,8 @@ const onPayload = (
     s.messageOpcode = opcode
     s.messageCompressed = compressed
   }
-  if (parts !== undefined) {
-    // Big pieces are kept as they are: the message is copied together once, at its end.
-    for (let i = 0; i < parts.length; i++) addFragment(s, parts[i]!)
-    s.messageLength += s.length
-  } else {
-    if (payload.length > 0) addFragment(s, payload)
-    s.messageLength += payload.length
-  }
+  if (payload.length > 0) addFragment(s, payload)
+  s.messageLength += payload.length
   if (!s.fin) return undefined
   if (text && !compressed && s.utf8 !== Utf8.UTF8_ACCEPT) {
     return protocolError("InvalidUtf8", "text message ends inside a UTF-8 sequence")
@@ -399,8 +349,6 @@ const finish = (s: DecoderState): void => {
   s.chunks = []
   s.offset = 0
   s.available = 0
-  s.spanning = false
-  s.parts = []
   s.partial = undefined
   s.partialFilled = 0
   s.fragments = []
@@ -503,18 +451,14 @@ const readHeader = (s: DecoderState): ProtocolError | boolean => {
 // or an error.
 const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | undefined => {
   for (;;) {
-    let payload: Uint8Array = EMPTY
-    let parts: Array<Uint8Array> | undefined
+    let payload: Uint8Array
     let checked = false
-    if (s.spanning) {
-      const error = collect(s)
+    if (s.partial !== undefined) {
+      const error = fillPartial(s)
       if (error !== undefined) return error
-      if (s.partialFilled < s.length) return undefined
-      if (s.partial !== undefined) payload = s.partial
-      else parts = s.parts
+      if (s.partialFilled < s.partial.length) return undefined
+      payload = s.partial
       checked = s.partialChecked
-      s.spanning = false
-      s.parts = []
       s.partial = undefined
       s.partialFilled = 0
     } else {
@@ -525,7 +469,9 @@ const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | unde
         s.awaitingPayload = true
       }
       const length = s.length
-      if (length !== 0) {
+      if (length === 0) {
+        payload = EMPTY
+      } else {
         // Wait for payload bytes before deciding: a payload arriving whole in
         // the next chunk is then still handed out without a copy.
         if (s.available === 0) return undefined
@@ -548,9 +494,9 @@ const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | unde
             s.offset = off + length
           }
         } else {
-          // Payload spans chunks: collect its pieces as they arrive.
+          // Payload spans chunks: one allocation of the known size, filled as bytes arrive.
           s.awaitingPayload = false
-          s.spanning = true
+          s.partial = allocate(length)
           s.partialFilled = 0
           s.partialChecked = !s.rsv1 && (s.opcode === Opcode.Text ||
             (s.opcode === Opcode.Continuation && s.messageOpcode === Opcode.Text && !s.messageCompressed))
@@ -559,7 +505,7 @@ const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | unde
       }
       s.awaitingPayload = false
     }
-    const error = onPayload(s, payload, parts, checked, events)
+    const error = onPayload(s, payload, checked, events)
     if (error !== undefined) return error
     if (s.finished) return undefined
   }

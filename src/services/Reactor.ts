@@ -150,12 +150,27 @@ export const runConnection = <R>(
       // synchronously from `listen`).
       const early: Array<Uint8Array> = []
       const wiring: Wiring = { onData: (chunk) => void early.push(chunk), onEof: noop, eof: false }
-      incoming.listen(
-        (chunk) => wiring.onData(chunk),
-        () => {
-          wiring.eof = true
-          wiring.onEof()
+      // Socket callbacks run outside any fiber: a throw there would reach the process. A bug or a
+      // throwing hook costs this connection only: logged, then the socket is dropped.
+      const services = yield* Effect.context<never>()
+      const onDefect = (defect: unknown) => {
+        Effect.runForkWith(services)(Effect.logError("connection dropped after a defect", defect))
+        incoming.destroy()
+      }
+      const guard = (run: () => void) => {
+        try {
+          run()
+        } catch (defect) {
+          onDefect(defect)
         }
+      }
+      incoming.listen(
+        (chunk) => guard(() => wiring.onData(chunk)),
+        () =>
+          guard(() => {
+            wiring.eof = true
+            wiring.onEof()
+          })
       )
       // Getters: the address costs a syscall on TCP, paid only if someone asks.
       const peer: Peer = {
@@ -223,6 +238,7 @@ export const runConnection = <R>(
         )
       yield* runOpen({
         deadlines,
+        onDefect,
         incoming,
         wiring,
         request,
@@ -309,6 +325,8 @@ const readRequest = (
 
 interface OpenContext<R> {
   readonly deadlines: Deadlines
+  /** Log a defect raised in a socket callback and drop the connection. */
+  readonly onDefect: (defect: unknown) => void
   readonly incoming: Incoming
   readonly wiring: Wiring
   readonly request: Handshake.HttpRequest
@@ -382,6 +400,14 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       }
     }
     const flush = () => {
+      try {
+        flushNow()
+      } catch (defect) {
+        writesClosed = true
+        ctx.onDefect(defect)
+      }
+    }
+    const flushNow = () => {
       flushScheduled = false
       if (congested || writesClosed || outbox.length === 0) return wakeWaiters()
       const batch = outbox

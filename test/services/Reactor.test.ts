@@ -570,3 +570,25 @@ describe("graceful shutdown", () => {
       yield* client.expectDisconnected
     }).pipe(Effect.provide(Testing.layer(echoApp, { shutdownTimeoutMs: 3000, closeTimeoutMs: 10_000 }))))
 })
+
+describe("defects in socket callbacks", () => {
+  it.effect("a hook that throws while a chunk is decoded drops that connection only; the server keeps serving", () =>
+    Effect.gen(function*() {
+      let calls = 0
+      const hooks = {
+        onMessagesIn: () => {
+          calls++
+          if (calls === 1) throw new Error("boom")
+        }
+      }
+      yield* Effect.gen(function*() {
+        const server = yield* Testing.TestServer
+        const victim = yield* server.connect()
+        yield* victim.sendText("first")
+        yield* victim.expectDisconnected
+        const next = yield* server.connect()
+        yield* next.sendText("still serving")
+        yield* next.expectText("still serving")
+      }).pipe(Effect.provide(Testing.layer(echoApp, { hooks })))
+    }))
+})
