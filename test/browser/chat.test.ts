@@ -11,7 +11,8 @@
 import { existsSync, mkdirSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as Effect from "effect/Effect"
-import { type Browser, chromium, type Page } from "playwright-core"
+import type { Browser, Page } from "playwright-core"
+import { launchChromium } from "../support/Chromium.ts"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import * as Demo from "../../src/Demo.ts"
 import * as Broker from "../../src/services/Broker.ts"
@@ -19,7 +20,6 @@ import * as Metrics from "../../src/services/Metrics.ts"
 import type { ServerState } from "../../src/services/Server.ts"
 import { type RunningServer, startServer } from "../support/TcpServer.ts"
 
-const CHROMIUM = "/usr/bin/chromium"
 const artifacts = fileURLToPath(new URL("../../test-artifacts/", import.meta.url))
 const WAIT_MS = 10_000
 
@@ -29,28 +29,13 @@ let browser: Browser
 const pageErrors: Array<string> = []
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`)
-  }
   const metrics = Metrics.makeIsolated()
   let state: ServerState | undefined
   const app = Effect.runSync(
     Demo.make({ metrics, state: () => state }).pipe(Effect.provideService(Broker.Broker, Broker.makeMemory()))
   )
   server = await startServer(app, { hooks: metrics.hooks, onState: (s) => (state = s) })
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic"
-    ]
-  })
+  browser = await launchChromium()
 }, 60_000)
 
 afterAll(async () => {

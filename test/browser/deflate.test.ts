@@ -5,16 +5,15 @@
  * so compression is seen on the wire in both directions, and the server's
  * `onBytesOut` hook gives the server's own count.
  */
-import { existsSync } from "node:fs"
 import * as net from "node:net"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
-import { type Browser, chromium } from "playwright-core"
+import type { Browser } from "playwright-core"
+import { launchChromium } from "../support/Chromium.ts"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { App } from "../../src/services/Reactor.ts"
 import { type RunningServer, startServer } from "../support/TcpServer.ts"
 
-const CHROMIUM = "/usr/bin/chromium"
 const WAIT_MS = 10_000
 
 // The page the test runs in comes from the server itself: Chromium's local network access checks
@@ -98,25 +97,9 @@ const side = async (perMessageDeflate: boolean): Promise<Side> => {
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)`)
-  }
   deflate = await side(true)
   plain = await side(false)
-  // The same launch as test/browser/chat.test.ts.
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-      "--disable-quic"
-    ]
-  })
+  browser = await launchChromium()
 }, 60_000)
 
 afterAll(async () => {
