@@ -57,6 +57,7 @@ const peerInflater = (windowBits = 15) => {
         stream.write(TAIL)
         stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
           stream.off("data", onData)
+          stream.off("error", reject)
           resolve(Buffer.concat(out))
         })
       })
