@@ -415,7 +415,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       outbox = []
       outboxBytes = 0
       hooks.onBytesOut?.(bytes)
-      if (!incoming.write(batch)) {
+      if (!incoming.write(batch.length > 1 && bytes <= COALESCE_MAX ? [coalesce(batch, bytes)] : batch)) {
         congested = true
         updateReading()
         incoming.onDrain(onDrained)
@@ -713,10 +713,15 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
           ? sendCompressed(m)
           : sendFrames(encodeMessage(m), 1)
       },
-      sendAll: (messages) =>
-        compression === undefined
-          ? sendFrames(messages.flatMap((m) => encodeMessage(Message.toPayload(m))), messages.length)
-          : Effect.forEach(messages, (m) => connection.send(m), { discard: true }),
+      sendAll: (messages) => {
+        if (compression !== undefined) return Effect.forEach(messages, (m) => connection.send(m), { discard: true })
+        const frames: Array<Uint8Array> = []
+        for (let i = 0; i < messages.length; i++) {
+          const encoded = encodeMessage(Message.toPayload(messages[i]))
+          for (let j = 0; j < encoded.length; j++) frames.push(encoded[j])
+        }
+        return sendFrames(frames, messages.length)
+      },
       sendFrame: (frame) => sendFrames([frame], 1),
       offerFrame: (frame) => {
         if (state !== OPEN && state !== DRAINING) return false
@@ -865,6 +870,19 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     yield* Fiber.interrupt(handlerFiber)
 
   })
+
+// Many small frames written in one turn go out as one buffer: one copy is cheaper than a vectored
+// write of hundreds of tiny buffers (each wrapped, each an iovec). Large batches keep their buffers.
+const COALESCE_MAX = 64 * 1024
+const coalesce = (chunks: ReadonlyArray<Uint8Array>, bytes: number): Uint8Array => {
+  const out = typeof Buffer === "function" ? Buffer.allocUnsafe(bytes) : new Uint8Array(bytes)
+  let at = 0
+  for (let i = 0; i < chunks.length; i++) {
+    out.set(chunks[i], at)
+    at += chunks[i].length
+  }
+  return out
+}
 
 // A compressed message waiting for the inflater, in its place in the batch.
 class Compressed {
