@@ -82,7 +82,14 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
     const services = yield* Effect.context<never>()
     // Per-connection log lines are synchronous and skipped outright below the minimum level:
     // no fiber per line on the accept path.
-    const logSync = Effect.runSyncWith(services)
+    const runSync = Effect.runSyncWith(services)
+    const logSync = (line: Effect.Effect<void>) => {
+      try {
+        runSync(line)
+      } catch {
+        runLogged(line) // a logger that is not synchronous: let it run in its own fiber
+      }
+    }
     const infoEnabled = LogLevel.isGreaterThanOrEqualTo("Info", Context.get(services, References.MinimumLogLevel))
     const runLogged = Effect.runForkWith(services)
     // Every user hook is passed through; open and close also keep the registry.
