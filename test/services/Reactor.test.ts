@@ -416,6 +416,30 @@ describe("backpressure", () => {
       })
     )
 
+  it.effect("suspend (default): a client that never reads cannot grow the server's buffer past the mark", () =>
+    Effect.gen(function*() {
+      const sent = { count: 0, maxBuffered: 0 }
+      const flood = accepting((conn) =>
+        Effect.gen(function*() {
+          for (let i = 0; i < 100; i++) {
+            yield* conn.send(`${i}`.padEnd(1000, "."))
+            sent.count++
+            sent.maxBuffered = Math.max(sent.maxBuffered, conn.bufferedAmount())
+          }
+          yield* Effect.never
+        })
+      )
+      yield* Effect.gen(function*() {
+        const client = yield* (yield* Testing.TestServer).connect({ receiveWindow: 2000 })
+        yield* Testing.settle
+        // The sender is suspended: a few messages in the client's window and in the buffer, no more.
+        expect(sent.count).toBeLessThan(10)
+        expect(sent.maxBuffered).toBeLessThanOrEqual(4096 + 1004)
+        for (let i = 0; i < 100; i++) yield* client.expectText(`${i}`.padEnd(1000, "."))
+        expect(sent.count).toBe(100)
+      }).pipe(Effect.provide(Testing.layer(flood, { outboundHighWaterMark: 4096 })))
+    }))
+
   it.effect("drop: over the high-water mark, send fails and the message never arrives", () =>
     Effect.gen(function*() {
       const report = yield* Deferred.make<ReadonlyArray<Attempt>>()
