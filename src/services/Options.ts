@@ -28,7 +28,7 @@ export const ServerOptions = Schema.Struct({
   backpressure: Schema.Literals(["suspend", "drop", "close"]),
   /** Send a ping every this many ms (0 = never). */
   heartbeatIntervalMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 })),
-  /** After a heartbeat ping, drop the connection (reported as 1006) if nothing arrives within this many ms. */
+  /** After a heartbeat ping, drop the connection (reported as 1006) if nothing arrives within this many ms (at most the interval). */
   heartbeatTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 86_400_000 })),
   /** Close 1001 when no data message arrived for this many ms (0 = never). */
   idleTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 }))

@@ -109,16 +109,21 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
       }
     }
     yield* Effect.logInfo(`listening on ${transport.address.host}:${transport.address.port}`)
-    // Heartbeats for every connection from one fiber (on Effect's Clock): ping, then drop whoever
-    // stayed silent for heartbeatTimeoutMs. One timer for the server, none per connection.
+    // Heartbeats for every connection from one fiber (on Effect's Clock): a ping every
+    // heartbeatIntervalMs, then whoever stayed silent for heartbeatTimeoutMs (at most the interval)
+    // is dropped. One timer for the server, none per connection.
     if (options.heartbeatIntervalMs > 0) {
-      yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+      const checkAfter = Math.min(options.heartbeatTimeoutMs, options.heartbeatIntervalMs)
+      yield* Effect.forkScoped(Effect.gen(function*() {
         yield* Effect.sleep(options.heartbeatIntervalMs)
-        const pinged = [...connections]
-        for (const handle of pinged) handle.heartbeat()
-        yield* Effect.sleep(options.heartbeatTimeoutMs)
-        for (const handle of pinged) if (!handle.heardSinceHeartbeat()) handle.terminate()
-      })))
+        while (true) {
+          const pinged = [...connections]
+          for (const handle of pinged) handle.heartbeat()
+          yield* Effect.sleep(checkAfter)
+          for (const handle of pinged) if (!handle.heardSinceHeartbeat()) handle.terminate()
+          yield* Effect.sleep(options.heartbeatIntervalMs - checkAfter)
+        }
+      }))
     }
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
     const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deadlines, deflate)))

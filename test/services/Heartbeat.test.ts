@@ -60,6 +60,23 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
       }).pipe(Effect.provide(Testing.layer(capturingEcho(captured), options)))
     }))
 
+  it.effect("pings come every interval: the second at exactly 2000 ms, not 1999", () =>
+    Effect.gen(function*() {
+      const captured = yield* Deferred.make<Connection>()
+      yield* Effect.gen(function*() {
+        const client = yield* (yield* Testing.TestServer).connect()
+        yield* Testing.settle
+        yield* TestClock.adjust(1000)
+        const ping = yield* client.next
+        yield* client.sendFrame({ opcode: Opcode.Pong, payload: ping._tag === "Ping" ? ping.data : undefined })
+        yield* Testing.settle
+        yield* TestClock.adjust(999)
+        expect(yield* client.poll).toBeUndefined()
+        yield* TestClock.adjust(1)
+        expect(yield* client.poll).toMatchObject({ _tag: "Ping" })
+      }).pipe(Effect.provide(Testing.layer(capturingEcho(captured), options)))
+    }))
+
   it.effect("any frame counts as an answer (a data message instead of a pong)", () =>
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
