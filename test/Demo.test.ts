@@ -11,16 +11,11 @@ import * as Broker from "../src/services/Broker.ts"
 import * as Metrics from "../src/services/Metrics.ts"
 import type { ServerState } from "../src/services/Server.ts"
 import { type RunningServer, startServer } from "./support/TcpServer.ts"
+import { withTimeout as boundedWait } from "./support/Timeout.ts"
 
 const WAIT_MS = 5_000
 
-const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => boundedWait(what, promise, ms)
 
 /** A `ws` client that queues what it receives, so tests read messages in order. */
 interface Client {

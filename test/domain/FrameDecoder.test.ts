@@ -4,6 +4,7 @@ import * as FrameDecoder from "../../src/domain/FrameDecoder.ts"
 import { type DecoderEvent, type DecoderOptions, Opcode } from "../../src/domain/FrameDecoder.ts"
 import * as FrameEncoder from "../../src/domain/FrameEncoder.ts"
 import type { ProtocolError } from "../../src/domain/ProtocolError.ts"
+import { concatBytes, splitAt } from "../support/Bytes.ts"
 
 const enc = (s: string) => new TextEncoder().encode(s)
 const hex = (s: string) => new Uint8Array(s.trim().split(/\s+/).map((h) => parseInt(h, 16)))
@@ -35,27 +36,8 @@ const decode = (chunks: ReadonlyArray<Uint8Array>, options?: Partial<DecoderOpti
 const frame = (opcode: number, payload: Uint8Array, fin = true, rsv1 = false) =>
   FrameEncoder.encodeFrameConcat({ opcode, fin, rsv1, mask: MASK }, payload)
 
-const cat = (...parts: Array<Uint8Array>) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
-
-/** Cut `bytes` at the given points (mod length). */
-const split = (bytes: Uint8Array, cuts: ReadonlyArray<number>): Array<Uint8Array> => {
-  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((a, b) => a - b)
-  const out: Array<Uint8Array> = []
-  let from = 0
-  for (const p of [...points, bytes.length]) {
-    out.push(bytes.slice(from, p))
-    from = p
-  }
-  return out
-}
+const cat = (...parts: Array<Uint8Array>) => concatBytes(parts)
+const split = splitAt
 
 const expectError = (outcome: Outcome, reason: ProtocolError["reason"], closeCode: number) => {
   expect(outcome.error?.reason).toBe(reason)

@@ -4,20 +4,13 @@ import * as FrameDecoder from "../../src/domain/FrameDecoder.ts"
 import { Opcode } from "../../src/domain/FrameDecoder.ts"
 import * as FrameEncoder from "../../src/domain/FrameEncoder.ts"
 import { maskRange } from "../../src/domain/Mask.ts"
+import { concatBytes } from "../support/Bytes.ts"
 
 const enc = (s: string) => new TextEncoder().encode(s)
 const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ")
 const MASK = new Uint8Array([0x37, 0xfa, 0x21, 0x3d])
 
-const cat = (parts: ReadonlyArray<Uint8Array>) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
+const cat = concatBytes
 
 describe("FrameEncoder: RFC 6455 §5.7 examples", () => {
   it("unmasked and masked \"Hello\"", () => {

@@ -19,6 +19,7 @@ import {
   WEBSOCKET_GUID
 } from "../../src/domain/Handshake.ts"
 import type { HttpRequest, HttpResponseHead, RequestStep, ResponseStep } from "../../src/domain/Handshake.ts"
+import { concatBytes, splitAt } from "../support/Bytes.ts"
 
 const enc = new TextEncoder()
 const dec = new TextDecoder()
@@ -77,27 +78,7 @@ const feedResponse = (chunks: ReadonlyArray<Uint8Array>): ResponseStep => {
   return { _tag: "NeedMore", parser }
 }
 
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
-
-const splitAt = (data: Uint8Array, points: ReadonlyArray<number>): Array<Uint8Array> => {
-  const cuts = [...new Set(points.map((p) => p % (data.length + 1)))].sort((a, b) => a - b)
-  const out: Array<Uint8Array> = []
-  let last = 0
-  for (const c of cuts) {
-    out.push(data.slice(last, c))
-    last = c
-  }
-  out.push(data.slice(last))
-  return out
-}
+const concat = concatBytes
 
 const parse = (raw: string): HttpRequest => {
   const step = stepRequest(initialRequestParser(), bytes(raw))

@@ -18,6 +18,7 @@ import { liveZlibStreams } from "../../src/services/Compression.ts"
 import type { App } from "../../src/services/Reactor.ts"
 import { connect, Opcode, type RawClient, Rsv, textOf } from "../conformance/RawClient.ts"
 import { type RunningServer, startServer } from "../support/TcpServer.ts"
+import { withTimeout as boundedWait } from "../support/Timeout.ts"
 
 const WAIT_MS = 10_000
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff])
@@ -40,13 +41,7 @@ afterEach(() => {
   raws.clear()
 })
 
-const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => boundedWait(what, promise, ms)
 
 interface Opened {
   readonly ws: WebSocket

@@ -9,6 +9,7 @@ import WebSocket from "ws"
 import { echoApp } from "../../src/Demo.ts"
 import type { App } from "../../src/services/Reactor.ts"
 import { type RunningServer, startServer } from "../support/TcpServer.ts"
+import { withTimeout as boundedWait } from "../support/Timeout.ts"
 
 /** Longest any single wait may take before the test fails. */
 const WAIT_MS = 5_000
@@ -20,13 +21,7 @@ afterEach(() => {
   clients.clear()
 })
 
-const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => boundedWait(what, promise, ms)
 
 /** Open a `ws` client; resolves on 'open', rejects on 'error' or an early close. */
 const open = (port: number, path = "/", protocols?: ReadonlyArray<string>): Promise<WebSocket> => {

@@ -7,19 +7,14 @@ import { type ChildProcess, spawn } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
+import { withTimeout as boundedWait } from "../support/Timeout.ts"
 
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url))
 
 /** Longest any single wait may take before the test fails. */
 const WAIT_MS = 5_000
 
-const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms)
-  })
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
-}
+const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => boundedWait(what, promise, ms)
 
 interface Program {
   readonly child: ChildProcess
