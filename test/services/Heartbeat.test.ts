@@ -23,6 +23,16 @@ const capturingEcho = (captured: Deferred.Deferred<Connection>): App<never> => (
     })
 })
 
+/** Connect, then advance the clock to the first heartbeat ping (the interval, 1000 ms) and read it. */
+const connectUntilPing = Effect.gen(function*() {
+  const client = yield* (yield* Testing.TestServer).connect()
+  yield* Testing.settle
+  yield* TestClock.adjust(1000)
+  const ping = yield* client.next
+  expect(ping._tag).toBe("Ping")
+  return { client, ping }
+})
+
 describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
   const options = { heartbeatIntervalMs: 1000, heartbeatTimeoutMs: 500 }
 
@@ -43,11 +53,7 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
       yield* Effect.gen(function*() {
-        const client = yield* (yield* Testing.TestServer).connect()
-        yield* Testing.settle
-        yield* TestClock.adjust(1000)
-        const ping = yield* client.next
-        expect(ping._tag).toBe("Ping")
+        const { client, ping } = yield* connectUntilPing
         yield* client.sendFrame({ opcode: Opcode.Pong, payload: ping._tag === "Ping" ? ping.data : undefined })
         yield* Testing.settle
         yield* TestClock.adjust(500)
@@ -64,10 +70,7 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
       yield* Effect.gen(function*() {
-        const client = yield* (yield* Testing.TestServer).connect()
-        yield* Testing.settle
-        yield* TestClock.adjust(1000)
-        const ping = yield* client.next
+        const { client, ping } = yield* connectUntilPing
         yield* client.sendFrame({ opcode: Opcode.Pong, payload: ping._tag === "Ping" ? ping.data : undefined })
         yield* Testing.settle
         yield* TestClock.adjust(999)
@@ -81,10 +84,7 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
       yield* Effect.gen(function*() {
-        const client = yield* (yield* Testing.TestServer).connect()
-        yield* Testing.settle
-        yield* TestClock.adjust(1000)
-        expect((yield* client.next)._tag).toBe("Ping")
+        const { client } = yield* connectUntilPing
         yield* client.sendText("busy")
         yield* client.expectText("busy")
         yield* TestClock.adjust(500)
@@ -98,10 +98,7 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
       yield* Effect.gen(function*() {
-        const client = yield* (yield* Testing.TestServer).connect()
-        yield* Testing.settle
-        yield* TestClock.adjust(1000)
-        expect((yield* client.next)._tag).toBe("Ping")
+        const { client } = yield* connectUntilPing
         yield* client.ping("me")
         yield* client.expectPong("me")
         yield* TestClock.adjust(500)
@@ -207,11 +204,7 @@ describe("idle timeout (2000 ms)", () => {
     Effect.gen(function*() {
       const captured = yield* Deferred.make<Connection>()
       yield* Effect.gen(function*() {
-        const client = yield* (yield* Testing.TestServer).connect()
-        yield* Testing.settle
-        yield* TestClock.adjust(1000)
-        const ping = yield* client.next
-        expect(ping._tag).toBe("Ping")
+        const { client } = yield* connectUntilPing
         yield* client.sendFrame({ opcode: Opcode.Pong })
         yield* Testing.settle
         yield* TestClock.adjust(1000) // t = 2000
