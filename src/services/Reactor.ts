@@ -456,18 +456,10 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
 
     // Built on demand: an error captures a stack trace, too costly to keep per idle connection.
     const closedError = () => new ConnectionClosedError({ connectionId: id })
-    const encodeMessage = (message: Message.Message): Array<Uint8Array> => {
-      const binary = message._tag === "Binary"
-      const payload = message.data
-      if (options.fragmentSize > 0 && payload.length > options.fragmentSize) {
-        return FrameEncoder.encodeMessage({ binary, payload, fragmentSize: options.fragmentSize })
-      }
-      const opcode = binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text
-      // One buffer for small frames (one copy is cheaper than a vectored write); header + payload for large ones.
-      return payload.length <= 4096
-        ? [FrameEncoder.encodeFrameConcat({ opcode }, payload)]
-        : FrameEncoder.encodeFrame({ opcode }, payload)
-    }
+    const fragmentSize = options.fragmentSize > 0 ? options.fragmentSize : undefined
+    // Small frames come as one buffer, large ones as header + the caller's payload (FrameEncoder).
+    const encodeMessage = (message: Message.Message): Array<Uint8Array> =>
+      FrameEncoder.encodeMessage({ binary: message._tag === "Binary", payload: message.data, fragmentSize })
     // Backpressure, judged on what is already buffered (a single large message to a fast peer is
     // fine): "drop" refuses the message, "close" closes with 1008; "suspend" queues it, then waits
     // until the buffer is back under the mark.
@@ -501,7 +493,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
             binary: message._tag === "Binary",
             payload,
             compressed: true,
-            fragmentSize: options.fragmentSize > 0 ? options.fragmentSize : undefined
+            fragmentSize
           }),
           1
         ))
