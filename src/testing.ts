@@ -179,7 +179,7 @@ export interface TestClient {
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i])
 
 const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: string | undefined): TestClient => {
-  let decoder = FrameDecoder.initial({ role: "client", maxMessageSize: 2 ** 31 - 1 })
+  const decoder = FrameDecoder.make({ role: "client", maxMessageSize: 2 ** 31 - 1 })
   const pending: Array<ServerEvent> = []
   let closeReceived = false
   let closeSent = false
@@ -198,8 +198,7 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
       })
       return
     }
-    const result = FrameDecoder.step(decoder, bytes)
-    decoder = result.state
+    const result = decoder.feed(bytes)
     for (const event of result.events) {
       switch (event._tag) {
         case "Message":

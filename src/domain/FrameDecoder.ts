@@ -10,24 +10,17 @@
  *
  * @example
  * import * as FrameDecoder from "./FrameDecoder.ts"
- * const decoder = FrameDecoder.initial()
- * const { events, error } = FrameDecoder.step(decoder, bytesFromSocket)
+ * const decoder = FrameDecoder.make()
+ * const { events, error } = decoder.feed(bytesFromSocket)
  * // events: [{ _tag: "Message", binary: false, data, compressed: false }], error: undefined
  */
 import * as CloseCode from "./CloseCode.ts"
 import { maskRange } from "./Mask.ts"
 import { type ProtocolError, protocolError } from "./ProtocolError.ts"
 import * as Utf8 from "./Utf8.ts"
+import { Opcode } from "./Opcode.ts"
 
-/** RFC 6455 §5.2 opcodes. */
-export const Opcode = {
-  Continuation: 0x0,
-  Text: 0x1,
-  Binary: 0x2,
-  Close: 0x8,
-  Ping: 0x9,
-  Pong: 0xa
-} as const
+export { Opcode }
 
 export interface DecoderOptions {
   /** "server": peer frames MUST be masked; "client": they MUST NOT be (RFC 6455 §5.1). */
@@ -57,85 +50,102 @@ export type DecoderEvent =
   | { readonly _tag: "Close"; readonly code: number | undefined; readonly reason: string }
 
 /**
- * Decoder internals. Mutable for speed: `step` updates it in place and hands
- * the same object back. Callers treat it as opaque and owned by one connection.
+ * One connection's frame decoder. It mutates itself as bytes arrive (`feed`),
+ * and it takes ownership of the chunks it is fed: payloads are unmasked in
+ * place and handed out as views of them, which is what makes decoding
+ * copy-free. The fields are its state machine: where reading stands in the
+ * input, the current frame's header, and the message being assembled.
+ *
+ * @example
+ * const decoder = FrameDecoder.make({ role: "server", maxMessageSize: 1 << 20 })
+ * const { events, error } = decoder.feed(bytesFromSocket)
  */
-export interface DecoderState {
+export class Decoder {
   readonly options: DecoderOptions
   /** Unconsumed input; reading starts at `offset` in `chunks[0]`. */
-  chunks: Array<Uint8Array>
-  offset: number
+  chunks: Array<Uint8Array> = []
+  offset = 0
   /** Unconsumed input bytes (sum over `chunks`, minus `offset`). */
-  available: number
-  finished: boolean
+  available = 0
+  /** A Close frame or an error was seen: all further input is ignored. */
+  finished = false
   /** Current frame: header read, payload not started yet (waiting for bytes). */
-  awaitingPayload: boolean
-  length: number
-  masked: boolean
-  fin: boolean
-  opcode: number
-  rsv1: boolean
-  m0: number
-  m1: number
-  m2: number
-  m3: number
+  awaitingPayload = false
+  length = 0
+  masked = false
+  fin = false
+  opcode = 0
+  rsv1 = false
+  m0 = 0
+  m1 = 0
+  m2 = 0
+  m3 = 0
   /** Payload of a frame spanning chunks, filled as chunks arrive; undefined otherwise. */
-  partial: Uint8Array | undefined
-  partialFilled: number
+  partial: Uint8Array | undefined = undefined
+  partialFilled = 0
   /** Uncompressed text: the partial payload is UTF-8 checked as it arrives (fail fast). */
-  partialChecked: boolean
+  partialChecked = false
   /** Fragmented data message in progress: its first opcode, or 0 for none. */
-  messageOpcode: number
-  messageCompressed: boolean
-  fragments: Array<Uint8Array>
+  messageOpcode = 0
+  messageCompressed = false
+  fragments: Array<Uint8Array> = []
   /** Small fragments of the current message, copied together (see addFragment). */
-  small: Uint8Array | undefined
-  smallLength: number
-  messageLength: number
+  small: Uint8Array | undefined = undefined
+  smallLength = 0
+  messageLength = 0
   /** UTF-8 state of the text message so far (across frames and chunks). */
-  utf8: Utf8.Utf8State
+  utf8: Utf8.Utf8State = Utf8.UTF8_ACCEPT
+
+  constructor(options: DecoderOptions) {
+    this.options = options
+  }
+
+  /**
+   * Decode one chunk from the peer, updating this decoder. The chunk now
+   * belongs to the decoder: it may be unmasked in place and event data may be
+   * views of it. After a Close event or an error, input is ignored.
+   *
+   * @example
+   * const { events, error } = decoder.feed(chunk)
+   * if (error !== undefined) failConnection(error.closeCode)
+   */
+  feed(chunk: Uint8Array): FeedResult {
+    if (this.finished) return NOTHING
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.available += chunk.length
+    }
+    const events: Array<DecoderEvent> = []
+    const error = run(this, events)
+    if (error !== undefined) finish(this)
+    return { events, error }
+  }
+
+  /**
+   * Bytes held: unparsed input, a partly received frame and the fragments of
+   * an unfinished message. Lets the caller bound memory.
+   */
+  get bufferedBytes(): number {
+    return this.available + this.partialFilled + this.messageLength
+  }
 }
+
+type DecoderState = Decoder
 
 /**
  * A fresh decoder.
  *
  * @example
- * const decoder = initial({ role: "server", maxMessageSize: 1 << 20 })
+ * const decoder = make({ role: "server", maxMessageSize: 1 << 20 })
  */
-export const initial = (options?: Partial<DecoderOptions>): DecoderState => ({
-  options: options === undefined ? defaultDecoderOptions : {
+export const make = (options?: Partial<DecoderOptions>): Decoder =>
+  new Decoder(options === undefined ? defaultDecoderOptions : {
     role: options.role ?? defaultDecoderOptions.role,
     maxMessageSize: options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize,
     allowRsv1: options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
-  },
-  chunks: [],
-  offset: 0,
-  available: 0,
-  finished: false,
-  awaitingPayload: false,
-  length: 0,
-  masked: false,
-  fin: false,
-  opcode: 0,
-  rsv1: false,
-  m0: 0,
-  m1: 0,
-  m2: 0,
-  m3: 0,
-  partial: undefined,
-  partialFilled: 0,
-  partialChecked: false,
-  messageOpcode: 0,
-  messageCompressed: false,
-  fragments: [],
-  small: undefined,
-  smallLength: 0,
-  messageLength: 0,
-  utf8: Utf8.UTF8_ACCEPT
-})
+  })
 
-export interface StepResult {
-  readonly state: DecoderState
+export interface FeedResult {
   /** In wire order; events decoded before an error in the same chunk are included. */
   readonly events: ReadonlyArray<DecoderEvent>
   /** First violation; the decoder is finished after it. */
@@ -150,21 +160,8 @@ const EMPTY = new Uint8Array(0)
 const allocate: (length: number) => Uint8Array = typeof Buffer === "function" && typeof Buffer.allocUnsafeSlow === "function"
   ? (length) => (length < 1024 ? new Uint8Array(length) : Buffer.allocUnsafeSlow(length))
   : (length) => new Uint8Array(length)
-const NO_EVENTS: ReadonlyArray<DecoderEvent> = Object.freeze([])
+const NOTHING: FeedResult = Object.freeze({ events: Object.freeze([]) as ReadonlyArray<DecoderEvent>, error: undefined })
 const textDecoder = new TextDecoder("utf-8")
-
-/** Has the decoder seen a Close frame or an error? Then it ignores all input. */
-export const isFinished = (state: DecoderState): boolean => state.finished
-
-/**
- * Bytes held by the decoder: unparsed input, a partly received frame and the
- * fragments of an unfinished message. Lets the caller bound memory.
- *
- * @example
- * if (bufferedBytes(decoder) > limit) closeConnection()
- */
-export const bufferedBytes = (state: DecoderState): number =>
-  state.available + state.partialFilled + state.messageLength
 
 // Byte `k` positions after the read offset, walking the chunk list (slow path:
 // only used when a frame header straddles chunks).
@@ -509,26 +506,4 @@ const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | unde
     if (error !== undefined) return error
     if (s.finished) return undefined
   }
-}
-
-/**
- * Feed one chunk of bytes from the peer. The decoder may unmask `chunk` in
- * place and return subarrays of it as event data: the caller must not reuse
- * the chunk afterwards. After a Close event or an error the decoder is
- * finished and ignores further input.
- *
- * @example
- * const { events, error } = step(decoder, chunk)
- * if (error !== undefined) failConnection(error.closeCode)
- */
-export const step = (state: DecoderState, chunk: Uint8Array): StepResult => {
-  if (state.finished) return { state, events: NO_EVENTS, error: undefined }
-  if (chunk.length > 0) {
-    state.chunks.push(chunk)
-    state.available += chunk.length
-  }
-  const events: Array<DecoderEvent> = []
-  const error = run(state, events)
-  if (error !== undefined) finish(state)
-  return { state, events, error }
 }

@@ -8,7 +8,7 @@
  * const buffers = FrameEncoder.encodeMessage({ binary: false, payload: new TextEncoder().encode("hi") })
  * // [81 02 68 69]: ready for a vectored write
  */
-import { Opcode } from "./FrameDecoder.ts"
+import { Opcode } from "./Opcode.ts"
 import { maskRange } from "./Mask.ts"
 
 export { applyMask } from "./Mask.ts"
@@ -133,7 +133,8 @@ const pushFrame = (out: Array<Uint8Array>, options: FrameOptions, payload: Uint8
  * §5.4): Text/Binary with FIN = 0, Continuation frames, the last with FIN = 1;
  * RSV1 (`compressed`) only on the first. `maskSource` gives a fresh 4-byte key
  * per frame (client role). Small frames come as one buffer each, large ones
- * as header + payload (the caller's bytes, untouched, when unmasked).
+ * as header + payload (the caller's bytes, untouched, when unmasked). The
+ * frames are appended to `out` when given (no intermediate array).
  *
  * @example
  * encodeMessage({ binary: true, payload: bytes, fragmentSize: 16384 })
@@ -144,12 +145,11 @@ export const encodeMessage = (options: {
   readonly compressed?: boolean
   readonly fragmentSize?: number | undefined
   readonly maskSource?: (() => Uint8Array) | undefined
-}): Array<Uint8Array> => {
+}, out: Array<Uint8Array> = []): Array<Uint8Array> => {
   const { payload, maskSource } = options
   const opcode = options.binary ? Opcode.Binary : Opcode.Text
   const rsv1 = options.compressed === true
   const size = options.fragmentSize
-  const out: Array<Uint8Array> = []
   if (size === undefined || !(size > 0) || payload.length <= size) {
     pushFrame(out, { opcode, rsv1, mask: maskSource?.() }, payload)
     return out

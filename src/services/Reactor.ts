@@ -514,7 +514,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
       })
 
     // ---- inbound: decoded in the transport's callback, handed to the handler in batches ----
-    let decoder = FrameDecoder.initial({
+    const decoder = FrameDecoder.make({
       role: "server",
       maxMessageSize: options.maxMessageSize,
       allowRsv1: compression !== undefined
@@ -581,8 +581,7 @@ const runOpen = <R>(ctx: OpenContext<R>): Effect.Effect<void, never, R> =>
     }
     const onChunk = (chunk: Uint8Array) => {
       heard = true
-      const result = FrameDecoder.step(decoder, chunk)
-      decoder = result.state
+      const result = decoder.feed(chunk)
       const events = result.events
       let batch: Array<Pending> | undefined
       for (let i = 0; i < events.length; i++) {

@@ -21,15 +21,15 @@ interface Outcome {
 
 /** Feed chunks (cloned: the decoder unmasks in place) and collect everything. */
 const decode = (chunks: ReadonlyArray<Uint8Array>, options?: Partial<DecoderOptions>): Outcome => {
-  const state = FrameDecoder.initial(options)
+  const state = FrameDecoder.make(options)
   const events: Array<ReturnType<typeof plain>> = []
   let error: ProtocolError | undefined
   for (const chunk of chunks) {
-    const result = FrameDecoder.step(state, chunk.slice())
+    const result = state.feed(chunk.slice())
     for (const e of result.events) events.push(plain(e))
     error ??= result.error
   }
-  return { events, error, finished: FrameDecoder.isFinished(state) }
+  return { events, error, finished: state.finished }
 }
 
 /** A masked (client → server) frame. */
@@ -135,32 +135,32 @@ describe("FrameDecoder: lengths", () => {
   })
 
   it("bufferedBytes counts partial frames and fragments", () => {
-    const state = FrameDecoder.initial()
-    FrameDecoder.step(state, frame(Opcode.Binary, new Uint8Array(100), false))
-    expect(FrameDecoder.bufferedBytes(state)).toBe(100)
+    const state = FrameDecoder.make()
+    state.feed(frame(Opcode.Binary, new Uint8Array(100), false))
+    expect(state.bufferedBytes).toBe(100)
     const next = frame(Opcode.Continuation, new Uint8Array(50))
-    FrameDecoder.step(state, next.subarray(0, 20))
-    expect(FrameDecoder.bufferedBytes(state)).toBe(100 + 20 - 6) // 6 header bytes parsed, 14 payload held
-    const done = FrameDecoder.step(state, next.subarray(20))
+    state.feed(next.subarray(0, 20))
+    expect(state.bufferedBytes).toBe(100 + 20 - 6) // 6 header bytes parsed, 14 payload held
+    const done = state.feed(next.subarray(20))
     expect(done.events.length).toBe(1)
-    expect(FrameDecoder.bufferedBytes(state)).toBe(0)
+    expect(state.bufferedBytes).toBe(0)
   })
 })
 
 describe("FrameDecoder: zero copy", () => {
   it("a payload inside one chunk is unmasked in place and returned as a view", () => {
     const chunk = cat(frame(Opcode.Binary, enc("abc")), frame(Opcode.Text, enc("defg")))
-    const { events } = FrameDecoder.step(FrameDecoder.initial(), chunk)
+    const { events } = FrameDecoder.make().feed(chunk)
     expect(events.map(plain)).toEqual([message("abc", true), message("defg")])
     for (const e of events) if (e._tag === "Message") expect(e.data.buffer).toBe(chunk.buffer)
   })
 
   it("a single-fragment message in a later chunk is not copied either", () => {
     const bytes = frame(Opcode.Binary, new Uint8Array(300).fill(9))
-    const state = FrameDecoder.initial()
-    FrameDecoder.step(state, bytes.slice(0, 8)) // whole header
+    const state = FrameDecoder.make()
+    state.feed(bytes.slice(0, 8)) // whole header
     const second = bytes.slice(8)
-    const { events } = FrameDecoder.step(state, second)
+    const { events } = state.feed(second)
     expect(events.length).toBe(1)
     expect(events[0]!._tag === "Message" && events[0]!.data.buffer).toBe(second.buffer)
   })
@@ -203,43 +203,41 @@ describe("FrameDecoder: protocol errors", () => {
   }
 
   it("events before an error in the same chunk are returned, nothing after", () => {
-    const state = FrameDecoder.initial()
-    const result = FrameDecoder.step(
-      state,
-      cat(frame(Opcode.Text, enc("one")), frame(Opcode.Ping, enc("p")), hex("83 80 00 00 00 00"), frame(Opcode.Text, enc("x")))
+    const state = FrameDecoder.make()
+    const result = state.feed(cat(frame(Opcode.Text, enc("one")), frame(Opcode.Ping, enc("p")), hex("83 80 00 00 00 00"), frame(Opcode.Text, enc("x")))
     )
     expect(result.events.map(plain)).toEqual([message("one"), { _tag: "Ping", data: Array.from(enc("p")) }])
     expect(result.error?.reason).toBe("ReservedOpcode")
-    expect(FrameDecoder.step(state, frame(Opcode.Text, enc("more")))).toEqual({ state, events: [], error: undefined })
+    expect(state.feed(frame(Opcode.Text, enc("more")))).toEqual({ events: [], error: undefined })
   })
 
   it("fails as soon as the bad header byte arrives", () => {
-    const state = FrameDecoder.initial()
-    expect(FrameDecoder.step(state, hex("83")).error).toBeUndefined()
-    expect(FrameDecoder.step(state, hex("80")).error?.reason).toBe("ReservedOpcode")
+    const state = FrameDecoder.make()
+    expect(state.feed(hex("83")).error).toBeUndefined()
+    expect(state.feed(hex("80")).error?.reason).toBe("ReservedOpcode")
   })
 })
 
 describe("FrameDecoder: fragmentation and UTF-8", () => {
   it("control frames between fragments are emitted immediately", () => {
-    const state = FrameDecoder.initial()
-    const a = FrameDecoder.step(state, cat(frame(Opcode.Text, enc("Hel"), false), frame(Opcode.Ping, enc("p"))))
+    const state = FrameDecoder.make()
+    const a = state.feed(cat(frame(Opcode.Text, enc("Hel"), false), frame(Opcode.Ping, enc("p"))))
     expect(a.events.map(plain)).toEqual([{ _tag: "Ping", data: Array.from(enc("p")) }])
-    const b = FrameDecoder.step(state, cat(frame(Opcode.Pong, enc("")), frame(Opcode.Continuation, enc("lo"))))
+    const b = state.feed(cat(frame(Opcode.Pong, enc("")), frame(Opcode.Continuation, enc("lo"))))
     expect(b.events.map(plain)).toEqual([{ _tag: "Pong", data: [] }, message("Hello")])
   })
 
   it("invalid UTF-8 in the first fragment fails before the second arrives", () => {
-    const state = FrameDecoder.initial()
-    const result = FrameDecoder.step(state, frame(Opcode.Text, cat(enc("ok"), hex("ed a0 80")), false))
-    expectError({ events: [], error: result.error, finished: FrameDecoder.isFinished(state) }, "InvalidUtf8", 1007)
+    const state = FrameDecoder.make()
+    const result = state.feed(frame(Opcode.Text, cat(enc("ok"), hex("ed a0 80")), false))
+    expectError({ events: [], error: result.error, finished: state.finished }, "InvalidUtf8", 1007)
   })
 
   it("invalid UTF-8 inside one frame fails as soon as its chunk arrives", () => {
     const bytes = frame(Opcode.Text, cat(enc("a".repeat(50)), hex("ff"), enc("b".repeat(50))))
-    const state = FrameDecoder.initial()
-    expect(FrameDecoder.step(state, bytes.slice(0, 40)).error).toBeUndefined()
-    expect(FrameDecoder.step(state, bytes.slice(40, 60)).error?.reason).toBe("InvalidUtf8")
+    const state = FrameDecoder.make()
+    expect(state.feed(bytes.slice(0, 40)).error).toBeUndefined()
+    expect(state.feed(bytes.slice(40, 60)).error?.reason).toBe("InvalidUtf8")
   })
 
   it("a code point split across fragments and across chunks is valid", () => {
@@ -300,16 +298,14 @@ describe("FrameDecoder: close frames", () => {
   it("invalid UTF-8 reason → 1007", () => expectError(close(hex("03 e8 ce ba e1 bd")), "InvalidUtf8", 1007))
 
   it("bytes after a Close are ignored", () => {
-    const state = FrameDecoder.initial()
-    const result = FrameDecoder.step(
-      state,
-      cat(frame(Opcode.Close, FrameEncoder.closePayload(1000)), frame(Opcode.Text, enc("late")), hex("ff ff"))
+    const state = FrameDecoder.make()
+    const result = state.feed(cat(frame(Opcode.Close, FrameEncoder.closePayload(1000)), frame(Opcode.Text, enc("late")), hex("ff ff"))
     )
     expect(result.events.map(plain)).toEqual([{ _tag: "Close", code: 1000, reason: "" }])
     expect(result.error).toBeUndefined()
-    expect(FrameDecoder.isFinished(state)).toBe(true)
-    expect(FrameDecoder.step(state, hex("83 80 00 00 00 00"))).toEqual({ state, events: [], error: undefined })
-    expect(FrameDecoder.bufferedBytes(state)).toBe(0)
+    expect(state.finished).toBe(true)
+    expect(state.feed(hex("83 80 00 00 00 00"))).toEqual({ events: [], error: undefined })
+    expect(state.bufferedBytes).toBe(0)
   })
 })
 
@@ -436,12 +432,12 @@ describe("FrameDecoder: memory under hostile fragmentation", () => {
     const fragments = 100_000
     const parts: Array<Uint8Array> = [frame(Opcode.Binary, new Uint8Array([0]), false)]
     for (let i = 1; i < fragments - 1; i++) parts.push(frame(Opcode.Continuation, new Uint8Array([i & 0xff]), false))
-    let state = FrameDecoder.initial()
-    for (const part of parts) state = FrameDecoder.step(state, part).state
+    const state = FrameDecoder.make()
+    for (const part of parts) state.feed(part)
     // All but the final fragment are in: the decoder holds them in at most a handful of buffers.
     expect(state.fragments.length + (state.small === undefined ? 0 : 1)).toBeLessThanOrEqual(2)
-    expect(FrameDecoder.bufferedBytes(state)).toBe(fragments - 1)
-    const last = FrameDecoder.step(state, frame(Opcode.Continuation, new Uint8Array([7]), true))
+    expect(state.bufferedBytes).toBe(fragments - 1)
+    const last = state.feed(frame(Opcode.Continuation, new Uint8Array([7]), true))
     expect(last.events).toHaveLength(1)
     const event = last.events[0]!
     expect(event._tag === "Message" && event.data.length).toBe(fragments)

@@ -108,7 +108,7 @@ describe("FrameEncoder: messages", () => {
     expect(payload).toEqual(copy)
     expect(k).toBe(4)
     expect(buffers.map((b) => b[1]! & 0x80)).toEqual([0x80, 0x80, 0x80, 0x80])
-    const decoded = FrameDecoder.step(FrameDecoder.initial(), cat(buffers))
+    const decoded = FrameDecoder.make().feed(cat(buffers))
     expect(decoded.events).toEqual([{ _tag: "Message", binary: true, data: copy, compressed: false }])
   })
 })
@@ -136,7 +136,7 @@ describe("FrameEncoder: close and control payloads", () => {
   it("encodeClose", () => {
     expect(toHex(FrameEncoder.encodeClose(1000))).toBe("88 02 03 e8")
     expect(toHex(FrameEncoder.encodeClose())).toBe("88 00")
-    const decoded = FrameDecoder.step(FrameDecoder.initial(), FrameEncoder.encodeClose(4000, "done", MASK))
+    const decoded = FrameDecoder.make().feed(FrameEncoder.encodeClose(4000, "done", MASK))
     expect(decoded.events).toEqual([{ _tag: "Close", code: 4000, reason: "done" }])
   })
 
@@ -206,7 +206,7 @@ const roundTrip = (role: "client" | "server") =>
         FrameEncoder.encodeMessage({ ...i.message, fragmentSize: i.fragmentSize, maskSource })
       ))
       // the decoder is the peer: a server decodes client frames and vice versa
-      const decoded = FrameDecoder.step(FrameDecoder.initial({ role: role === "client" ? "server" : "client" }), bytes)
+      const decoded = FrameDecoder.make({ role: role === "client" ? "server" : "client" }).feed(bytes)
       expect(decoded.error).toBeUndefined()
       expect(decoded.events.map((e) => e._tag === "Message" ? [e.binary, Array.from(e.data)] : e)).toEqual(
         items.map((i) => [i.message.binary, Array.from(i.message.payload)])

@@ -39,7 +39,7 @@ const fake = (id: number, accept = true): Fake => {
 
 /** Decode a server frame the way a client would. */
 const decodeFrame = (frame: Uint8Array) => {
-  const result = FrameDecoder.step(FrameDecoder.initial({ role: "client", maxMessageSize: 1 << 20 }), frame)
+  const result = FrameDecoder.make({ role: "client", maxMessageSize: 1 << 20 }).feed(frame)
   expect(result.error).toBeUndefined()
   return result.events
 }
