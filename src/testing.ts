@@ -33,7 +33,7 @@ import * as FrameDecoder from "./domain/FrameDecoder.ts"
 import * as FrameEncoder from "./domain/FrameEncoder.ts"
 import * as Handshake from "./domain/Handshake.ts"
 import * as Memory from "./layers/Memory.ts"
-import type { App } from "./services/Reactor.ts"
+import type { App } from "./services/App.ts"
 import { serve, type ServeOptions } from "./services/Server.ts"
 
 // ---------------------------------------------------------------------------

@@ -313,11 +313,11 @@ export class Protocol {
         initiatedBy: this.closeInitiator ?? "peer"
       }
     }
-    if (this.abortReason !== undefined) {
-      return { code: CloseCode.Abnormal, reason: this.abortReason, wasClean: false, initiatedBy: "local" }
-    }
     if (this.closeSent !== undefined) {
       return { code: CloseCode.Abnormal, reason: this.closeSent.reason, wasClean: false, initiatedBy: "local" }
+    }
+    if (this.abortReason !== undefined) {
+      return { code: CloseCode.Abnormal, reason: this.abortReason, wasClean: false, initiatedBy: "local" }
     }
     return { code: CloseCode.Abnormal, reason: "", wasClean: false, initiatedBy: "transport" }
   }

@@ -4,15 +4,9 @@ import type * as Stream from "effect/Stream"
 import type { HttpRequest } from "../domain/Handshake.ts"
 import type { Message, Outgoing } from "./Message.ts"
 
-/** How a connection ended. `code` 1006 means no close frame was exchanged (RFC 6455 §7.1.5). */
-export interface CloseInfo {
-  readonly code: number
-  readonly reason: string
-  /** Both close frames were exchanged (RFC 6455 §7.1.1). */
-  readonly wasClean: boolean
-  /** Who started the close: the peer, this server, or nobody (TCP dropped). */
-  readonly initiatedBy: "peer" | "server" | "transport"
-}
+/** How a connection ended (RFC 6455 §7.1.5: 1006 when no close frame came back). */
+export type { CloseInfo } from "../domain/Protocol.ts"
+import type { CloseInfo } from "../domain/Protocol.ts"
 
 /** `send`, `ping` or `close` after the connection has begun closing. */
 export class ConnectionClosedError extends Data.TaggedError("ConnectionClosedError")<{
@@ -82,4 +76,22 @@ export interface Connection extends ConnectionInfo {
   readonly closed: Effect.Effect<CloseInfo>
   /** Bytes queued for this peer and not yet handed to the socket. */
   readonly bufferedAmount: () => number
+}
+
+/**
+ * A connection with some members replaced (a middleware that filters
+ * `messages`, say). The result delegates everything else to `connection`:
+ * use this rather than `{ ...connection }`, which copies only own fields and
+ * loses the methods of a live connection.
+ *
+ * @example
+ * const handler2 = (conn: Connection) =>
+ *   handler(withOverrides(conn, { messages: conn.messages.pipe(Stream.take(10)) }))
+ */
+export const withOverrides = (connection: Connection, overrides: Partial<Connection>): Connection => {
+  const derived = Object.create(connection) as Connection
+  for (const key of Object.keys(overrides) as Array<keyof Connection>) {
+    Object.defineProperty(derived, key, { value: overrides[key], enumerable: true })
+  }
+  return derived
 }

@@ -30,6 +30,12 @@ interface Lane {
 export interface Deadlines {
   /** Call `onExpire` after `delayMs` (on the Clock) unless the returned function is called first. */
   readonly add: (delayMs: number, onExpire: () => void) => () => void
+  /**
+   * Call `onExpire` at the Clock time `atMs`, for deadlines that do not come in
+   * the order they are set (an idle timeout moved by the last message). A heap,
+   * so use `add` when every deadline of a kind has the same duration.
+   */
+  readonly addAt: (atMs: number, onExpire: () => void) => () => void
   /** Wait for `register`'s `done`, or at most `delayMs`, which completes with `timeout`. */
   readonly within: <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) => Effect.Effect<A>
 }
@@ -95,6 +101,74 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
     }
   }
 
+  // Exact-time deadlines: a binary min-heap on `at`, served by one fiber that sleeps until the
+  // earliest entry and is woken when an earlier one arrives.
+  const heap: Array<Entry> = []
+  let heapWake: (() => void) | undefined
+  let heapStarted = false
+  const siftUp = (i: number) => {
+    const entry = heap[i]!
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (heap[parent]!.at <= entry.at) break
+      heap[i] = heap[parent]!
+      i = parent
+    }
+    heap[i] = entry
+  }
+  const popTop = (): Entry => {
+    const top = heap[0]!
+    const last = heap.pop()!
+    if (heap.length > 0) {
+      let i = 0
+      const n = heap.length
+      while (true) {
+        const l = 2 * i + 1
+        if (l >= n) break
+        const r = l + 1
+        const child = r < n && heap[r]!.at < heap[l]!.at ? r : l
+        if (heap[child]!.at >= last.at) break
+        heap[i] = heap[child]!
+        i = child
+      }
+      heap[i] = last
+    }
+    return top
+  }
+  const awaitHeapWake = Effect.callback<void>((resume) => {
+    heapWake = () => resume(Effect.void)
+    return Effect.sync(() => {
+      heapWake = undefined
+    })
+  })
+  const runHeap: Effect.Effect<never> = Effect.forever(Effect.gen(function*() {
+    while (heap.length > 0 && heap[0]!.onExpire === undefined) popTop()
+    if (heap.length === 0) return yield* awaitHeapWake
+    const wait = heap[0]!.at - clock.currentTimeMillisUnsafe()
+    if (wait > 0) return yield* Effect.raceFirst(Effect.sleep(wait), awaitHeapWake)
+    const entry = popTop()
+    const expire = entry.onExpire
+    entry.onExpire = undefined
+    expire?.()
+  }))
+  const addAt = (atMs: number, onExpire: () => void): () => void => {
+    if (!heapStarted) {
+      heapStarted = true
+      Effect.runForkWith(context)(Effect.forkIn(runHeap, scope))
+    }
+    const entry: Entry = { at: atMs, onExpire }
+    heap.push(entry)
+    siftUp(heap.length - 1)
+    if (heap[0] === entry && heapWake !== undefined) {
+      const wake = heapWake
+      heapWake = undefined
+      wake()
+    }
+    return () => {
+      entry.onExpire = undefined
+    }
+  }
+
   const within = <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) =>
     Effect.callback<A>((resume) => {
       let finished = false
@@ -118,5 +192,5 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
       })
     })
 
-  return { add, within }
+  return { add, addAt, within }
 })

@@ -17,7 +17,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
-import type { Hooks, HttpResponse } from "./Reactor.ts"
+import type { Hooks, HttpResponse } from "./App.ts"
 
 /** A server's metrics: the hooks that record them and the exposition text. */
 export interface ServerMetrics {

@@ -16,8 +16,8 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
-import type { Connection } from "./Connection.ts"
-import type { UpgradeDecision } from "./Reactor.ts"
+import { type Connection, withOverrides } from "./Connection.ts"
+import type { UpgradeDecision } from "./App.ts"
 import type { Message } from "./Message.ts"
 import type { ConnectionMiddleware, Handler, UpgradeContext, UpgradeMiddleware } from "./Router.ts"
 
@@ -171,7 +171,7 @@ export const rateLimit = (options: {
         exceeded ? connection.close(options.closeCode ?? CloseCode.PolicyViolation, "rate limit exceeded") : Effect.void
       ))
     )
-    return yield* handler({ ...connection, messages })
+    return yield* handler(withOverrides(connection, { messages }))
   })
 
 /**
@@ -180,8 +180,7 @@ export const rateLimit = (options: {
  * event per message received.
  */
 export const tracing: ConnectionMiddleware<never> = <R>(handler: Handler<R>): Handler<R> => (connection) =>
-  handler({
-    ...connection,
+  handler(withOverrides(connection, {
     messages: connection.messages.pipe(
       Stream.tap((message) =>
         Effect.all([Effect.currentSpan, Clock.currentTimeNanos]).pipe(
@@ -192,7 +191,7 @@ export const tracing: ConnectionMiddleware<never> = <R>(handler: Handler<R>): Ha
         )
       )
     )
-  }).pipe(
+  })).pipe(
     Effect.withSpan("ws.connection", {
       attributes: {
         "ws.path": connection.path,

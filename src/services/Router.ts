@@ -13,7 +13,7 @@
 import * as Effect from "effect/Effect"
 import * as Handshake from "../domain/Handshake.ts"
 import type { Connection } from "./Connection.ts"
-import type { App, HttpResponse, Peer, UpgradeDecision } from "./Reactor.ts"
+import type { App, HttpResponse, Peer, UpgradeDecision } from "./App.ts"
 
 /** What upgrade-time middleware sees: the validated request, the peer, the route's parameters. */
 export interface UpgradeContext {

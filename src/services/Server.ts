@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as LogLevel from "effect/LogLevel"
 import * as References from "effect/References"
+import * as Clock from "effect/Clock"
 import * as Fiber from "effect/Fiber"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
@@ -16,9 +17,10 @@ import { decodeOptions, type ServerOptions } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
-import { type App, type ConnectionHandle, type DeflateSupport, type Hooks, runConnection } from "./Reactor.ts"
+import type { App, ConnectionHandle, Hooks } from "./App.ts"
+import * as Reactor from "./Reactor.ts"
 
-export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./Reactor.ts"
+export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./App.ts"
 import { Transport } from "./Transport.ts"
 
 /** Live view of the server for health checks and metrics. */
@@ -44,7 +46,7 @@ export interface ServeOptions extends Partial<ServerOptions> {
 
 const makeDeflateSupport = (
   setting: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
-): Effect.Effect<DeflateSupport | undefined> => {
+): Effect.Effect<Reactor.DeflateSupport | undefined> => {
   if (setting === undefined || setting === false) return Effect.succeed(undefined)
   const resolved = PerMessageDeflate.resolveDeflateOptions(setting === true ? {} : setting)
   if (resolved._tag === "Error") return Effect.die(resolved.error)
@@ -109,24 +111,18 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
       }
     }
     yield* Effect.logInfo(`listening on ${transport.address.host}:${transport.address.port}`)
-    // Heartbeats for every connection from one fiber (on Effect's Clock): a ping every
-    // heartbeatIntervalMs, then whoever stayed silent for heartbeatTimeoutMs (at most the interval)
-    // is dropped. One timer for the server, none per connection.
-    if (options.heartbeatIntervalMs > 0) {
-      const checkAfter = Math.min(options.heartbeatTimeoutMs, options.heartbeatIntervalMs)
-      yield* Effect.forkScoped(Effect.gen(function*() {
-        yield* Effect.sleep(options.heartbeatIntervalMs)
-        while (true) {
-          const pinged = [...connections]
-          for (const handle of pinged) handle.heartbeat()
-          yield* Effect.sleep(checkAfter)
-          for (const handle of pinged) if (!handle.heardSinceHeartbeat()) handle.terminate()
-          yield* Effect.sleep(options.heartbeatIntervalMs - checkAfter)
-        }
-      }))
-    }
+    const run = Reactor.make(app, {
+      options,
+      hooks,
+      deadlines,
+      clock: yield* Clock.Clock,
+      log: (level, message, detail) => {
+        if (level === "Error") runLogged(Effect.logError(message, detail))
+        else if (infoEnabled) logSync(Effect.logInfo(message))
+      }
+    }, deflate)
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
-    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deadlines, deflate)))
+    const runFiber = yield* Effect.forkDetach(transport.run(run))
     return yield* Fiber.join(runFiber).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {

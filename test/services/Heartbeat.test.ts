@@ -130,7 +130,7 @@ describe("heartbeat (interval 1000 ms, timeout 500 ms)", () => {
         // RFC 6455 §7.1.5: no close frame exchanged; the client just sees TCP end.
         expect(yield* client.poll).toEqual({ _tag: "Disconnected" })
         const info = yield* (yield* Deferred.await(captured)).closed
-        expect(info).toEqual({ code: 1006, reason: "heartbeat timeout", wasClean: false, initiatedBy: "server" })
+        expect(info).toEqual({ code: 1006, reason: "heartbeat timeout", wasClean: false, initiatedBy: "local" })
         expect(timeouts).toHaveLength(1)
         expect(closes).toEqual([info])
       }).pipe(Effect.provide(Testing.layer(capturingEcho(captured), { ...options, hooks })))
@@ -164,7 +164,7 @@ describe("idle timeout (2000 ms)", () => {
         yield* client.close(1001)
         yield* client.expectDisconnected
         const info = yield* (yield* Deferred.await(captured)).closed
-        expect(info).toEqual({ code: 1001, reason: "idle timeout", wasClean: true, initiatedBy: "server" })
+        expect(info).toEqual({ code: 1001, reason: "idle timeout", wasClean: true, initiatedBy: "local" })
       }).pipe(Effect.provide(Testing.layer(capturingEcho(captured), options)))
     }))
 

@@ -109,7 +109,7 @@ describe("close deadline (server-initiated close)", () => {
         expect(yield* client.poll).toEqual({ _tag: "Disconnected" })
         const info = yield* (yield* Deferred.await(captured)).closed
         // RFC 6455 §7.1.5: no close frame received → 1006.
-        expect(info).toMatchObject({ code: 1006, wasClean: false, initiatedBy: "server" })
+        expect(info).toMatchObject({ code: 1006, wasClean: false, initiatedBy: "local" })
       }).pipe(Effect.provide(Testing.layer(closingApp(captured), options)))
     }))
 
@@ -121,7 +121,7 @@ describe("close deadline (server-initiated close)", () => {
         expect(yield* client.expectClose(4000)).toEqual({ code: 4000, reason: "go away" })
         yield* client.expectDisconnected
         const info = yield* (yield* Deferred.await(captured)).closed
-        expect(info).toEqual({ code: 4000, reason: "go away", wasClean: true, initiatedBy: "server" })
+        expect(info).toEqual({ code: 4000, reason: "go away", wasClean: true, initiatedBy: "local" })
         expect(yield* Clock.currentTimeMillis).toBe(0) // no deadline was needed
       }).pipe(Effect.provide(Testing.layer(closingApp(captured), options)))
     }))
@@ -293,7 +293,7 @@ describe("protocol errors fail the connection with the right code", () => {
         yield* client.expectDisconnected
         expect(rec.errors.map((e) => e.closeCode)).toEqual([c.code])
         const info = yield* rec.handles[0]!.closed
-        expect(info).toMatchObject({ code: c.code, wasClean: false, initiatedBy: "server" })
+        expect(info).toMatchObject({ code: c.code, wasClean: false, initiatedBy: "local" })
         expect(info.reason).toBe(rec.errors[0]!.reason)
       }).pipe(Effect.provide(Testing.layer(echoApp, { hooks: rec.hooks, maxMessageSize: 64 })))
     })

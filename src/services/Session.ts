@@ -1,0 +1,678 @@
+/**
+ * The session: drives one accepted socket from its first byte to its end,
+ * like the per-fd record of the original epoll design. One phase value says
+ * where it stands, and one `onData` dispatches every chunk on it:
+ *
+ *   Head        reading the HTTP request (Handshake), then holding early frames
+ *               while the app decides
+ *   Open        frames go through the `Protocol`; messages to the `Inbox`,
+ *               frames out through the `Outbox`; `Liveness` watches the peer
+ *   Discarding  reading has ended (close frame, bad frame, EOF, HTTP answer
+ *               sent): bytes are dropped until the peer's EOF
+ *   Closed      nothing more happens
+ *
+ * The closing sequence (RFC 6455 §7.1.1): after the peer's close frame or a
+ * protocol failure, the handler first answers the messages that came before
+ * it (the `Protocol` holds our close frame until then), then our close frame
+ * goes out, the server half-closes TCP, and waits briefly for the peer's EOF
+ * so unread bytes never turn our FIN into a RST that destroys the close frame.
+ *
+ * The connection's fiber (see `Reactor`) only runs the handler and waits; all
+ * per-chunk work happens here, in the transport's callbacks.
+ */
+import * as Cause from "effect/Cause"
+import type * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as Stream from "effect/Stream"
+import * as CloseCode from "../domain/CloseCode.ts"
+import * as Handshake from "../domain/Handshake.ts"
+import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
+import type { ProtocolError } from "../domain/ProtocolError.ts"
+import type { Accept, ConnectionHandle, Hooks, Peer } from "./App.ts"
+import type { Compressor } from "./Compression.ts"
+import { type Connection, ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import type { Deadlines } from "./Deadlines.ts"
+import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
+import { Liveness, type LivenessOwner } from "./Liveness.ts"
+import * as Message from "./Message.ts"
+import type { ServerOptions } from "./Options.ts"
+import { Outbox, type OutboxOwner } from "./Outbox.ts"
+import type { Incoming } from "./Transport.ts"
+
+/** What every session of one server shares (built once per server). */
+export interface ServerContext {
+  readonly options: ServerOptions
+  readonly hooks: Hooks
+  readonly deadlines: Deadlines
+  readonly clock: Clock.Clock
+  /** Log a line outside any fiber (socket callbacks). */
+  readonly log: (level: "Info" | "Error", message: string, detail?: unknown) => void
+}
+
+/** The request head, or why there is none. */
+export type Head =
+  | { readonly _tag: "Request"; readonly request: Handshake.HttpRequest }
+  | { readonly _tag: "Invalid"; readonly error: Handshake.HandshakeError }
+  | { readonly _tag: "Gone" }
+  | { readonly _tag: "Timeout" }
+
+export type Phase = "Head" | "Open" | "Discarding" | "Closed"
+
+/** How the open phase ended: reading finished (gracefully or not), or we gave up on the peer. */
+type Outcome = "done" | "close-timeout" | "heartbeat"
+
+// Bytes held after the request head while the app decides; past this the socket is paused.
+const EARLY_BYTES_MAX = 65536
+const noop = () => {}
+const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
+let nextConnectionId = 1
+
+export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner {
+  phase: Phase = "Head"
+  readonly incoming: Incoming
+  readonly server: ServerContext
+  private eof = false
+  private eofWaiter: (() => void) | undefined = undefined
+
+  // ---- Head
+  private parser: Handshake.RequestParser | undefined
+  private head: Head | undefined = undefined
+  private headWaiter: ((head: Head) => void) | undefined = undefined
+  /** Bytes after the request head, for the frame decoder once the upgrade is accepted. */
+  private early: Array<Uint8Array> = []
+  private earlyBytes = 0
+
+  // ---- Open
+  protocol!: Protocol
+  private outbox!: Outbox
+  inbox!: Inbox
+  private liveness: Liveness | undefined = undefined
+  private connection!: LiveConnection
+  private compressor: Compressor | undefined = undefined
+  private threshold = 0
+  private outcome: Outcome | undefined = undefined
+  private cancelCloseTimer: () => void = noop
+  private cancelCatchUp: () => void = noop
+  private pausedForInbox = false
+  /** The handler has answered every message it was given (it asked for more after the end, or it returned). */
+  private caughtUp = false
+  private handlerFiber: Fiber.Fiber<unknown, unknown> | undefined = undefined
+  private closeResult: CloseInfo | undefined = undefined
+  private closedWaiters: Array<(info: CloseInfo) => void> | undefined = undefined
+
+  constructor(incoming: Incoming, server: ServerContext) {
+    this.incoming = incoming
+    this.server = server
+    this.parser = Handshake.initialRequestParser({ maxHeaderBytes: server.options.maxHeaderBytes })
+  }
+
+  /** Start reading. A throw in a callback (a bug, a throwing hook) costs this connection only. */
+  listen(): void {
+    this.incoming.listen(
+      (chunk) => {
+        try {
+          this.onData(chunk)
+        } catch (defect) {
+          this.onDefect(defect)
+        }
+      },
+      () => {
+        try {
+          this.onEnd()
+        } catch (defect) {
+          this.onDefect(defect)
+        }
+      }
+    )
+  }
+
+  onData(chunk: Uint8Array): void {
+    switch (this.phase) {
+      case "Open":
+        return this.receive(chunk)
+      case "Head":
+        return this.receiveHead(chunk)
+      case "Discarding":
+      case "Closed":
+        return
+    }
+  }
+
+  onEnd(): void {
+    this.eof = true
+    switch (this.phase) {
+      case "Head":
+        if (this.head === undefined) this.headComplete({ _tag: "Gone" })
+        return
+      case "Open":
+        this.protocol.receiveEof()
+        return this.settle("done")
+      case "Discarding":
+      case "Closed": {
+        const waiter = this.eofWaiter
+        this.eofWaiter = undefined
+        if (waiter !== undefined) waiter()
+      }
+    }
+  }
+
+  private onDefect(defect: unknown): void {
+    this.server.log("Error", "connection dropped after a defect", defect)
+    this.incoming.destroy()
+  }
+
+  // ---------------------------------------------------------------- Head
+
+  private receiveHead(chunk: Uint8Array): void {
+    if (this.head !== undefined) {
+      // After the head: the decoder's, once the upgrade is accepted. Bounded while the app decides.
+      this.early.push(chunk)
+      this.earlyBytes += chunk.length
+      if (this.earlyBytes > EARLY_BYTES_MAX) this.incoming.pause()
+      return
+    }
+    const result = Handshake.stepRequest(this.parser!, chunk)
+    switch (result._tag) {
+      case "NeedMore":
+        this.parser = result.parser
+        return
+      case "Invalid":
+        return this.headComplete({ _tag: "Invalid", error: result.error })
+      default:
+        if (result.rest.length > 0) this.early.push(result.rest)
+        return this.headComplete({ _tag: "Request", request: result.request })
+    }
+  }
+
+  private headComplete(head: Head): void {
+    this.parser = undefined
+    this.head = head
+    const waiter = this.headWaiter
+    this.headWaiter = undefined
+    if (waiter !== undefined) waiter(head)
+  }
+
+  /** The request head, within the handshake timeout. */
+  readHead(): Effect.Effect<Head> {
+    return this.server.deadlines.within<Head>(this.server.options.handshakeTimeoutMs, (done) => {
+      if (this.head !== undefined) return done(this.head)
+      this.headWaiter = done
+      return () => {
+        this.headWaiter = undefined
+        if (this.head === undefined) {
+          this.head = { _tag: "Timeout" }
+          this.phase = "Discarding"
+        }
+      }
+    }, { _tag: "Timeout" })
+  }
+
+  /** Answer with plain HTTP and end the connection: FIN after it, then wait (briefly) for the peer to go. */
+  answer(bytes: Uint8Array, status: number): Effect.Effect<void> {
+    return Effect.callback<void>((resume) => {
+      this.server.hooks.onHandshake?.(status)
+      this.phase = "Discarding"
+      this.early = []
+      this.incoming.write([bytes])
+      this.incoming.end()
+      this.incoming.resume()
+      this.awaitEof(() => resume(Effect.void))
+    })
+  }
+
+  // Call `then` at the peer's EOF, or after closeTimeoutMs.
+  private awaitEof(then: () => void): void {
+    if (this.eof) return then()
+    const cancel = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => {
+      this.eofWaiter = undefined
+      then()
+    })
+    this.eofWaiter = () => {
+      cancel()
+      then()
+    }
+  }
+
+  // ---------------------------------------------------------------- Open
+
+  /**
+   * The data-transfer phase: set up the protocol, feed it the bytes that came
+   * with the request, then run the handler in this (the connection's) fiber.
+   * Completes when the connection is closed.
+   */
+  open<R>(
+    request: Handshake.HttpRequest,
+    peer: Peer,
+    accept: Accept<R>,
+    compression: { readonly compressor: Compressor; readonly threshold: number } | undefined
+  ): Effect.Effect<void, never, R> {
+    return Effect.withFiber((fiber) => {
+      const { options, hooks } = this.server
+      this.handlerFiber = fiber
+      this.compressor = compression?.compressor
+      this.threshold = compression?.threshold ?? 0
+      this.protocol = new Protocol({
+        role: "server",
+        maxMessageSize: options.maxMessageSize,
+        compression: compression !== undefined,
+        fragmentSize: options.fragmentSize,
+        // Messages that came before the peer's close (or a bad frame) are answered first.
+        holdClose: true
+      })
+      this.outbox = new Outbox(this.incoming, this.protocol, options.outboundHighWaterMark, hooks, this)
+      this.inbox = new Inbox({
+        capacity: options.inboundQueueSize,
+        highWaterMark: options.inboundHighWaterMark,
+        maxMessageSize: options.maxMessageSize
+      }, this.compressor, this)
+      this.connection = new LiveConnection(this, request, peer, accept)
+      this.phase = "Open"
+      const early = this.early
+      this.early = []
+      for (let i = 0; i < early.length && this.phase === "Open"; i++) this.receive(early[i]!)
+      if (this.eof && this.phase === "Open") this.onEnd()
+      if (this.phase === "Open") this.updateReading()
+      hooks.onOpen?.(this)
+      if (options.heartbeatIntervalMs > 0 || options.idleTimeoutMs > 0) {
+        this.liveness = new Liveness(this, this.server.deadlines, this.server.clock, options)
+        this.liveness.start()
+      }
+      // The handler's end (success or failure) starts a close; the session interrupts it once the
+      // connection is closed if it is still running.
+      return Effect.flatMap(Effect.exit(accept.handler(this.connection)), (exit) => {
+        this.handlerFiber = undefined
+        this.onCaughtUp()
+        if (exit._tag === "Success") this.startClose(CloseCode.Normal, "")
+        else if (!Cause.hasInterruptsOnly(exit.cause)) {
+          return Effect.andThen(
+            Effect.logError("connection handler failed", exit.cause),
+            Effect.andThen(Effect.sync(() => this.startClose(CloseCode.InternalError, "internal error")), this.awaitClosed())
+          )
+        }
+        return this.awaitClosed()
+      })
+    })
+  }
+
+  private receive(chunk: Uint8Array): void {
+    const protocol = this.protocol
+    const events = protocol.receiveData(chunk)
+    let batch: Array<Pending> | undefined
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!
+      if (event._tag !== "Message") continue
+      const m = event.compressed
+        ? new Compressed(event.binary, event.data)
+        : event.binary
+        ? new Message.BinaryMessage(event.data)
+        : Message.textFromUtf8(event.data)
+      if (batch === undefined) batch = [m]
+      else batch.push(m)
+    }
+    if (batch !== undefined) {
+      this.liveness?.onMessages()
+      const onMessagesIn = this.server.hooks.onMessagesIn
+      if (onMessagesIn !== undefined) {
+        let bytes = 0
+        for (let i = 0; i < batch.length; i++) bytes += batch[i]!.data.length
+        onMessagesIn(batch.length, bytes)
+      }
+      this.inbox.push(batch)
+    }
+    if (protocol.bufferedBytes > 0) this.outbox.schedule() // pongs
+    if (protocol.failure !== undefined || protocol.closeReceived !== undefined) this.settle("done")
+  }
+
+  // Reading pauses for two reasons: the handler is behind, or the peer does not read.
+  private updateReading(): void {
+    if (this.phase !== "Open") return
+    if (this.pausedForInbox || this.outbox.isCongested) this.incoming.pause()
+    else this.incoming.resume()
+  }
+
+  onCongestion(_congested: boolean): void {
+    this.updateReading()
+  }
+
+  onWriteDefect(defect: unknown): void {
+    this.onDefect(defect)
+  }
+
+  onInboxFull(): void {
+    // Once we are closing, the peer's answer must be read whatever the handler does.
+    if (this.protocol.state !== "Open") return
+    this.pausedForInbox = true
+    this.updateReading()
+  }
+
+  onInboxRoom(): void {
+    if (!this.pausedForInbox) return
+    this.pausedForInbox = false
+    this.updateReading()
+  }
+
+  onCaughtUp(): void {
+    if (this.caughtUp) return
+    this.caughtUp = true
+    if (this.outcome === "done" && this.protocol.closeHeld) this.releaseClose()
+  }
+
+  onInflateError(error: ProtocolError): void {
+    this.protocol.fail(error)
+    this.settle("done")
+  }
+
+  sendHeartbeat(): void {
+    if (this.protocol.sendPing()) this.outbox.schedule()
+  }
+
+  onHeartbeatTimeout(): void {
+    // A peer that cannot answer a ping will not answer a close frame either: drop TCP (reported
+    // as 1006, RFC 6455 §7.1.5) instead of waiting closeTimeoutMs more.
+    this.server.hooks.onHeartbeatTimeout?.(this)
+    this.settle("heartbeat")
+  }
+
+  onIdleTimeout(): void {
+    this.startClose(CloseCode.GoingAway, "idle timeout")
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  /** Start the closing handshake (RFC 6455 §7.1.2), unless one is under way. */
+  startClose(code: number, reason: string): void {
+    if (this.phase !== "Open" || !this.protocol.sendClose(code, reason)) return
+    this.outbox.schedule()
+    this.pausedForInbox = false
+    this.updateReading()
+    // §7.1.1: the peer has closeTimeoutMs to answer.
+    this.cancelCloseTimer = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => this.settle("close-timeout"))
+  }
+
+  // The open phase ends: the first outcome wins.
+  private settle(outcome: Outcome): void {
+    if (this.outcome !== undefined) return
+    this.outcome = outcome
+    this.phase = "Discarding"
+    if (outcome !== "done") this.protocol.abort(outcome === "heartbeat" ? "heartbeat timeout" : "close timeout")
+    this.incoming.resume()
+    const held = outcome === "done" && this.protocol.closeHeld
+    // Ending the inbox may find the handler waiting: it has caught up, and the close goes at once.
+    this.inbox.end()
+    if (!held) return this.afterReading()
+    if (!this.protocol.closeHeld) return // released (and the sequence continued) during end()
+    if (this.caughtUp) return this.releaseClose()
+    // The handler has a moment to answer what came before the close; then our close goes anyway.
+    this.cancelCatchUp = this.server.deadlines.add(
+      Math.min(this.server.options.closeTimeoutMs, 1000),
+      () => this.releaseClose()
+    )
+  }
+
+  private releaseClose(): void {
+    if (!this.protocol.closeHeld) return
+    this.cancelCatchUp()
+    this.protocol.releaseClose()
+    this.afterReading()
+  }
+
+  private afterReading(): void {
+    const failure = this.protocol.failure
+    if (failure !== undefined) {
+      this.server.hooks.onProtocolError?.(this, failure)
+      this.server.log("Info", `protocol error #${this.connection.id}: ${failure.message}`)
+    }
+    if (this.outcome !== "done") return this.finish()
+    // Flush what is queued (our close frame included), then half-close TCP (FIN), then let the
+    // peer go: reading on until its EOF.
+    this.outbox.whenFlushed(this.server.deadlines, this.server.options.closeTimeoutMs, (flushed) => {
+      if (!flushed) return this.finish()
+      this.outbox.close()
+      this.incoming.end()
+      this.awaitEof(() => this.finish())
+    })
+  }
+
+  private finish(): void {
+    if (this.phase === "Closed") return
+    this.phase = "Closed"
+    this.cancelCloseTimer()
+    this.cancelCatchUp()
+    this.liveness?.stop()
+    this.outbox.close()
+    this.inbox.clear()
+    const info = this.protocol.closeInfo()
+    this.closeResult = info
+    const waiters = this.closedWaiters
+    this.closedWaiters = undefined
+    if (waiters !== undefined) for (let i = 0; i < waiters.length; i++) waiters[i]!(info)
+    this.server.hooks.onClose?.(this, info)
+    // The handler outlived its connection: stop it (its fiber is the connection's).
+    const fiber = this.handlerFiber
+    this.handlerFiber = undefined
+    if (fiber !== undefined) fiber.interruptUnsafe()
+  }
+
+  /** The connection's fiber was interrupted from outside (server stop): release at once. */
+  dispose(): void {
+    if (this.phase === "Closed") return
+    this.handlerFiber = undefined
+    if (this.protocol === undefined) {
+      this.phase = "Closed" // never opened: nothing to report
+      return
+    }
+    if (this.outcome === undefined) {
+      this.outcome = "close-timeout"
+      this.protocol.abort("server stopped")
+    }
+    this.finish()
+  }
+
+  /** Completes with how the connection ended. */
+  awaitClosed(): Effect.Effect<CloseInfo> {
+    return Effect.callback<CloseInfo>((resume) => {
+      if (this.closeResult !== undefined) return resume(Effect.succeed(this.closeResult))
+      const wake = (info: CloseInfo) => resume(Effect.succeed(info))
+      if (this.closedWaiters === undefined) this.closedWaiters = [wake]
+      else this.closedWaiters.push(wake)
+    })
+  }
+
+  // ---------------------------------------------------------------- ConnectionHandle
+
+  get info(): Connection {
+    return this.connection
+  }
+
+  close(code: number, reason: string): Effect.Effect<void> {
+    return Effect.sync(() => this.startClose(code, reason))
+  }
+
+  get closed(): Effect.Effect<CloseInfo> {
+    return this.awaitClosed()
+  }
+
+  // ---------------------------------------------------------------- sending (for LiveConnection)
+
+  closedError(): ConnectionClosedError {
+    // Built on demand: an error captures a stack trace, too costly to keep per connection.
+    return new ConnectionClosedError({ connectionId: this.connection.id })
+  }
+
+  /**
+   * Queue encoded messages under the backpressure policy, judged on what is
+   * already buffered (one large message to a fast peer is fine): "drop"
+   * refuses, "close" closes with 1008, "suspend" queues then waits until the
+   * buffer is back under the mark.
+   */
+  admit(count: number, queue: () => void): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    if (!this.protocol.canSend || this.phase === "Closed") return Effect.fail(this.closedError())
+    const options = this.server.options
+    if (this.outbox.overMark) {
+      if (options.backpressure === "drop") {
+        this.server.hooks.onBackpressure?.("drop")
+        return Effect.fail(
+          new MessageDroppedError({ connectionId: this.connection.id, bufferedBytes: this.outbox.bufferedAmount })
+        )
+      }
+      if (options.backpressure === "close") {
+        this.server.hooks.onBackpressure?.("close")
+        this.startClose(CloseCode.PolicyViolation, "send buffer full")
+        return Effect.fail(this.closedError())
+      }
+    }
+    queue()
+    this.outbox.schedule()
+    this.server.hooks.onMessagesOut?.(count)
+    return this.outbox.overMark && options.backpressure === "suspend" ? this.outbox.awaitBelowMark() : Effect.void
+  }
+
+  sendMessage(message: Message.Message): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    const compressor = this.compressor
+    if (compressor !== undefined && message.data.length >= this.threshold) {
+      // RFC 7692 §6.1: compressed in order; RSV1 on the first frame only.
+      return Effect.flatMap(compressor.compress(message.data), (payload) =>
+        Effect.suspend(() =>
+          this.admit(1, () => this.protocol.sendMessage(message._tag === "Binary", payload, true))
+        ))
+    }
+    return Effect.suspend(() => this.admit(1, () => this.protocol.sendMessage(message._tag === "Binary", message.data)))
+  }
+
+  sendMessages(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    if (this.compressor !== undefined) {
+      return Effect.forEach(messages, (m) => this.sendMessage(Message.toPayload(m)), { discard: true })
+    }
+    return Effect.suspend(() =>
+      this.admit(messages.length, () => {
+        for (let i = 0; i < messages.length; i++) {
+          const m = Message.toPayload(messages[i]!)
+          this.protocol.sendMessage(m._tag === "Binary", m.data)
+        }
+      })
+    )
+  }
+
+  sendEncodedFrame(frame: Uint8Array): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    return Effect.suspend(() => this.admit(1, () => this.protocol.sendFrame(frame)))
+  }
+
+  offerFrame(frame: Uint8Array): boolean {
+    if (this.phase === "Closed" || !this.protocol.canSend) return false
+    if (this.outbox.overMark) {
+      this.server.hooks.onBackpressure?.("drop")
+      return false
+    }
+    this.protocol.sendFrame(frame)
+    this.outbox.schedule()
+    this.server.hooks.onMessagesOut?.(1)
+    return true
+  }
+
+  ping(payload: Uint8Array | undefined): Effect.Effect<void, ConnectionClosedError> {
+    return Effect.suspend(() => {
+      if (this.phase !== "Open" || this.protocol.state !== "Open") return Effect.fail(this.closedError())
+      this.protocol.sendPing(payload)
+      this.outbox.schedule()
+      return Effect.void
+    })
+  }
+
+  get bufferedAmount(): number {
+    return this.outbox.bufferedAmount
+  }
+}
+
+/**
+ * The `Connection` a handler gets. Methods live on the prototype (no closure
+ * per connection); the ones users pass around detached (`Stream.runForEach(
+ * conn.send)`) are bound on first access.
+ */
+class LiveConnection implements Connection {
+  readonly id: number
+  readonly request: Handshake.HttpRequest
+  readonly path: string
+  readonly protocol: string | undefined
+  readonly extensions: string | undefined
+  readonly params: Readonly<Record<string, string>>
+  readonly attributes: Readonly<Record<string, unknown>>
+  private readonly session: Session
+  private readonly peer: Peer
+
+  constructor(session: Session, request: Handshake.HttpRequest, peer: Peer, accept: Accept<unknown>) {
+    this.id = nextConnectionId++
+    this.session = session
+    this.peer = peer
+    this.request = request
+    this.path = request.path
+    this.protocol = accept.protocol
+    this.extensions = accept.extensions
+    this.params = accept.params ?? emptyParams
+    this.attributes = accept.attributes ?? emptyParams
+  }
+
+  get query(): URLSearchParams {
+    return new URLSearchParams(this.request.query)
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.peer.remoteAddress
+  }
+
+  header(name: string): string | undefined {
+    return Handshake.header(this.request, name)
+  }
+
+  /** Built on first use: no Stream machinery for a connection that never reads. */
+  get messages(): Stream.Stream<Message.Message> {
+    const messages = Stream.fromPull(Effect.succeed(this.session.inbox.pull as Effect.Effect<Batch, Cause.Done>))
+    Object.defineProperty(this, "messages", { value: messages })
+    return messages
+  }
+
+  send(message: Message.Outgoing): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    return this.session.sendMessage(Message.toPayload(message))
+  }
+
+  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    return this.session.sendMessages(messages)
+  }
+
+  sendFrame(frame: Uint8Array): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+    return this.session.sendEncodedFrame(frame)
+  }
+
+  offerFrame(frame: Uint8Array): boolean {
+    return this.session.offerFrame(frame)
+  }
+
+  ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
+    return this.session.ping(payload)
+  }
+
+  close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
+    return this.session.close(code, reason)
+  }
+
+  get closed(): Effect.Effect<CloseInfo> {
+    return this.session.awaitClosed()
+  }
+
+  bufferedAmount(): number {
+    return this.session.bufferedAmount
+  }
+}
+
+// Bind on first access, so `conn.send` passed detached keeps its `this`.
+for (const name of ["send", "sendAll", "sendFrame", "offerFrame", "ping", "close", "bufferedAmount", "header"] as const) {
+  const method = LiveConnection.prototype[name] as (...args: Array<unknown>) => unknown
+  Object.defineProperty(LiveConnection.prototype, name, {
+    configurable: true,
+    get(this: LiveConnection) {
+      const bound = method.bind(this)
+      Object.defineProperty(this, name, { value: bound, configurable: true, writable: true })
+      return bound
+    }
+  })
+}
