@@ -6,7 +6,7 @@
  *
  * Usage: node bench/loadgen.ts '<json LoadOptions>'
  * Talks to the orchestrator with JSON lines on stdout:
- *   {"event":"start"}                 measured window begins
+ *   {"event":"start"}                 measured window begins (idle: before the first connect)
  *   {"event":"opened",...}            (idle) all connections open; waits for "close" on stdin
  *   {"event":"result",...}            final numbers, then exit
  */
@@ -425,9 +425,12 @@ const runHandshakes = async (o: LoadOptions): Promise<LoadResult> => {
 
 /** Idle: open N upgraded connections, report, hold until told to close. */
 const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
+  emit({ event: "start" }) // the orchestrator counts the server's CPU for connection setup from here
+  const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const { links, failed } = await openMany(o.conns, 100, () => connect(o, o.path ?? "/", o.raw === true))
   const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
   let dropped = 0
   for (const link of links) {
     link.socket.on("error", () => {})
@@ -456,8 +459,8 @@ const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
     mbPerSec: 0,
     p50us: NaN,
     p99us: NaN,
-    loadgenCpuPct: NaN,
-    loadgenUsPerMsg: NaN,
+    loadgenCpuPct: ((cpu.user + cpu.system) / 1e6 / seconds) * 100,
+    loadgenUsPerMsg: links.length > 0 ? (cpu.user + cpu.system) / links.length : NaN,
     errors: failed + dropped
   }
 }
