@@ -50,6 +50,8 @@ export interface LoadOptions {
   /** Unmeasured traffic before the window, then the measured window. */
   readonly rampMs?: number
   readonly durationMs?: number
+  /** idle: how long to hold the connections at most when no "close" comes (default 60 s). */
+  readonly holdMs?: number
 }
 
 export interface LoadResult {
@@ -444,7 +446,7 @@ const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
       buf += d
       if (buf.includes("close")) resolve()
     })
-    setTimeout(resolve, 60_000)
+    setTimeout(resolve, o.holdMs ?? 60_000)
   })
   closeAll(
     links.map((l) => l.socket),
@@ -518,7 +520,7 @@ const main = async () => {
   // Lifeline: exit when the orchestrator goes away; bounded even if it does not.
   process.stdin.on("end", () => process.exit(3))
   process.stdin.resume()
-  setTimeout(() => process.exit(4), (o.durationMs ?? 2000) + 120_000).unref()
+  setTimeout(() => process.exit(4), (o.durationMs ?? 2000) + (o.holdMs ?? 0) + 120_000).unref()
   const run =
     o.mode === "handshake" ? runHandshakes : o.mode === "idle" ? runIdle : o.mode === "fanout" ? runFanout : runEcho
   const result = await run(o)
