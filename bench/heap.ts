@@ -37,6 +37,8 @@ const PEERS = ["wsreactor", "ws", "effect-ws", "tcp"]
 /** Totals of one snapshot grouped by constructor (or by a DevTools-like category for non-objects). */
 interface Summary {
   readonly groups: Map<string, { count: number; size: number }>
+  /** Closures by name and source location (`locations` gives script id, line, column; the script's name is its node's). */
+  readonly closures: Map<string, { count: number; size: number }>
   readonly nodes: number
   readonly selfSize: number
 }
@@ -56,8 +58,8 @@ const readAll = (file: string): Buffer => {
 }
 
 /** Non-negative integers of a JSON array starting at `from` (just after "["), up to its "]". */
-const readIntegers = (buf: Buffer, from: number, expected: number): Float64Array => {
-  const out = new Float64Array(expected)
+const readIntegers = <A extends Float64Array | Uint32Array>(buf: Buffer, from: number, out: A): A => {
+  const expected = out.length
   let n = 0
   let value = 0
   let inNumber = false
@@ -75,7 +77,7 @@ const readIntegers = (buf: Buffer, from: number, expected: number): Float64Array
       if (c === 93) break // "]"
     }
   }
-  if (n !== expected) throw new Error(`heap snapshot: expected ${expected} node fields, read ${n}`)
+  if (n !== expected) throw new Error(`heap snapshot: expected ${expected} numbers, read ${n}`)
   return out
 }
 
@@ -91,7 +93,7 @@ const groupOf = (type: string, name: string): string => {
       return name.startsWith("system /") ? name : `(system) ${name}`
     case "array":
     case "object shape":
-      return `(${type}) ${name}`
+      return `(${type}) ${name}`.trim()
     case "string":
     case "concatenated string":
     case "sliced string":
@@ -111,7 +113,17 @@ const summarize = (file: string): Summary => {
   if (nodesKey < 0) throw new Error(`${file}: not a heap snapshot (no "nodes")`)
   const head = buf.toString("utf8", 0, nodesKey).trimEnd().replace(/,$/, "") + "}"
   const snapshot = (JSON.parse(head) as {
-    snapshot: { meta: { node_fields: Array<string>; node_types: [Array<string>, ...Array<unknown>] }; node_count: number }
+    snapshot: {
+      meta: {
+        node_fields: Array<string>
+        node_types: [Array<string>, ...Array<unknown>]
+        edge_fields: Array<string>
+        edge_types: [Array<string>, ...Array<unknown>]
+        location_fields: Array<string>
+      }
+      node_count: number
+      edge_count: number
+    }
   }).snapshot
   const fields = snapshot.meta.node_fields
   const width = fields.length
@@ -119,8 +131,17 @@ const summarize = (file: string): Summary => {
   const NAME = fields.indexOf("name")
   const SIZE = fields.indexOf("self_size")
   const types = snapshot.meta.node_types[0]
-  const nodes = readIntegers(buf, nodesKey + 9, snapshot.node_count * width)
-  const stringsKey = buf.indexOf('"strings":[', nodesKey)
+  const nodes = readIntegers(buf, nodesKey + 9, new Float64Array(snapshot.node_count * width))
+  const edgesKey = buf.indexOf('"edges":[', nodesKey)
+  const edges = readIntegers(buf, edgesKey + 9, new Uint32Array(snapshot.edge_count * snapshot.meta.edge_fields.length))
+  const locationsKey = buf.indexOf('"locations":[', edgesKey)
+  const locations = locationsKey < 0 ? new Float64Array(0) : (() => {
+    const end = buf.indexOf("]", locationsKey)
+    let commas = 0
+    for (let i = locationsKey + 13; i < end; i++) if (buf[i] === 44) commas++
+    return readIntegers(buf, locationsKey + 13, new Float64Array(end > locationsKey + 13 ? commas + 1 : 0))
+  })()
+  const stringsKey = buf.indexOf('"strings":[', locationsKey < 0 ? edgesKey : locationsKey)
   const stringsEnd = buf.lastIndexOf("]")
   const strings = JSON.parse(buf.toString("utf8", stringsKey + 10, stringsEnd + 1)) as Array<string>
   const groups = new Map<string, { count: number; size: number }>()
@@ -135,7 +156,74 @@ const summarize = (file: string): Summary => {
     } else groups.set(key, { count: 1, size })
     selfSize += size
   }
-  return { groups, nodes: snapshot.node_count, selfSize }
+  return { groups, closures: closuresByLocation(snapshot.meta, nodes, edges, locations, strings), nodes: snapshot.node_count, selfSize }
+}
+
+/** Closures grouped by `name file:line:column`; the file is the name of the script node reached by closure → shared → script. */
+const closuresByLocation = (
+  meta: {
+    node_fields: Array<string>
+    node_types: [Array<string>, ...Array<unknown>]
+    edge_fields: Array<string>
+    edge_types: [Array<string>, ...Array<unknown>]
+    location_fields: Array<string>
+  },
+  nodes: Float64Array,
+  edges: Uint32Array,
+  locations: Float64Array,
+  strings: Array<string>
+): Map<string, { count: number; size: number }> => {
+  const width = meta.node_fields.length
+  const [TYPE, NAME, SIZE, EDGES] = ["type", "name", "self_size", "edge_count"].map((f) => meta.node_fields.indexOf(f))
+  const edgeWidth = meta.edge_fields.length
+  const [ETYPE, ENAME, ETO] = ["type", "name_or_index", "to_node"].map((f) => meta.edge_fields.indexOf(f))
+  const numericEdge = new Set(["element", "hidden"].map((t) => meta.edge_types[0].indexOf(t)))
+  const closureType = meta.node_types[0].indexOf("closure")
+  // first edge of every node: edges are laid out node after node
+  const firstEdge = new Uint32Array(nodes.length / width + 1)
+  for (let n = 0; n < nodes.length / width; n++) firstEdge[n + 1] = firstEdge[n]! + nodes[n * width + EDGES!]! * edgeWidth
+  const follow = (node: number, name: string): number | undefined => {
+    const n = node / width
+    for (let e = firstEdge[n]!; e < firstEdge[n + 1]!; e += edgeWidth) {
+      if (!numericEdge.has(edges[e + ETYPE!]!) && strings[edges[e + ENAME!]!] === name) return edges[e + ETO!]!
+    }
+    return undefined
+  }
+  const scripts = new Map<number, string>()
+  const fileOf = (scriptId: number, closure: number): string => {
+    let file = scripts.get(scriptId)
+    if (file === undefined) {
+      const shared = follow(closure, "shared")
+      const script = shared === undefined ? undefined : follow(shared, "script")
+      file = script === undefined ? `script ${scriptId}` : shortFile(strings[nodes[script + NAME!]!] ?? "")
+      scripts.set(scriptId, file)
+    }
+    return file
+  }
+  const locWidth = meta.location_fields.length
+  const [OBJ, SCRIPT, LINE, COLUMN] = ["object_index", "script_id", "line", "column"].map((f) => meta.location_fields.indexOf(f))
+  const closures = new Map<string, { count: number; size: number }>()
+  for (let l = 0; l < locations.length; l += locWidth) {
+    const node = locations[l + OBJ!]!
+    if (nodes[node + TYPE!] !== closureType) continue
+    const name = strings[nodes[node + NAME!]!] || "anonymous"
+    const key = `${name} ${fileOf(locations[l + SCRIPT!]!, node)}:${locations[l + LINE!]! + 1}:${locations[l + COLUMN!]! + 1}`
+    const size = nodes[node + SIZE!]!
+    const g = closures.get(key)
+    if (g) {
+      g.count++
+      g.size += size
+    } else closures.set(key, { count: 1, size })
+  }
+  return closures
+}
+
+/** A script name as a reader wants it: relative to the repository, node_modules/ dropped. */
+const shortFile = (name: string): string => {
+  const path = name.startsWith("file://") ? fileURLToPath(name) : name
+  const rel = path.startsWith(root) ? relative(root, path) : path
+  const modules = rel.lastIndexOf("node_modules/")
+  return modules >= 0 ? rel.slice(modules + 13) : rel
 }
 
 // ---------------------------------------------------------------- report
@@ -158,12 +246,14 @@ const report = (
   memory?: { base: Memory; loaded: Memory }
 ): string => {
   const per = (a: number, b: number) => (a - b) / conns
-  const rows = [...loaded.groups].map(([key, g]) => {
-    const b = base.groups.get(key) ?? { count: 0, size: 0 }
-    return { key, count: g.count, size: g.size, dCount: per(g.count, b.count), dSize: per(g.size, b.size) }
-  })
-  rows.sort((a, b) => b.dSize - a.dSize)
-  const cell = (s: string) => s.replaceAll("|", "\\|").slice(0, 70)
+  const growth = (before: Summary["groups"], after: Summary["groups"]) => {
+    const rows = [...after].map(([key, g]) => {
+      const b = before.get(key) ?? { count: 0, size: 0 }
+      return { key, count: g.count, size: g.size, dCount: per(g.count, b.count), dSize: per(g.size, b.size) }
+    })
+    return rows.filter((r) => r.dSize > 0).sort((a, b) => b.dSize - a.dSize).slice(0, top)
+  }
+  const cell = (s: string) => s.replaceAll("|", "\\|").slice(0, 110)
   const lines = [
     `### ${peer}: ${conns} idle connections, heap growth over a baseline with 0 connections`,
     "",
@@ -180,8 +270,16 @@ const report = (
     "",
     `| # | constructor | count | Δ count / conn | self size MB | Δ self B / conn |`,
     `|---:|---|---:|---:|---:|---:|`,
-    ...rows.slice(0, top).map((r, i) =>
+    ...growth(base.groups, loaded.groups).map((r, i) =>
       `| ${i + 1} | ${cell(r.key)} | ${r.count} | ${fmt(r.dCount, 2)} | ${fmt(r.size / 1e6, 2)} | ${fmt(r.dSize)} |`
+    ),
+    "",
+    `Closures by source location (self size only; each also holds a share of its \`system / Context\`):`,
+    "",
+    `| # | closure | count | Δ count / conn | Δ self B / conn |`,
+    `|---:|---|---:|---:|---:|`,
+    ...growth(base.closures, loaded.closures).map((r, i) =>
+      `| ${i + 1} | ${cell(r.key)} | ${r.count} | ${fmt(r.dCount, 2)} | ${fmt(r.dSize)} |`
     ),
     ""
   ]
