@@ -13,7 +13,7 @@
  * parsed here (the .heapsnapshot format: meta.node_fields, nodes, strings).
  *
  *   npm run bench:heap -- --peer=wsreactor --conns=10000
- *   options: --peer=wsreactor|ws|effect-ws|tcp  --conns=N  --warmup=N (200)  --top=N (15)
+ *   options: --peer=wsreactor|ws|effect-ws|tcp  --conns=N  --warmup=N (200)  --top=N (15)  --closures=N (50)
  *            --parse=<a.heapsnapshot>,<b.heapsnapshot>  only compare two existing snapshots (--conns for ÷ N)
  *
  * Writes bench/results/heap-<peer>-{0,N}.heapsnapshot and heap-<peer>-<N>.md (git-ignored).
@@ -243,10 +243,11 @@ const report = (
   base: Summary,
   loaded: Summary,
   top: number,
+  topClosures: number,
   memory?: { base: Memory; loaded: Memory }
 ): string => {
   const per = (a: number, b: number) => (a - b) / conns
-  const growth = (before: Summary["groups"], after: Summary["groups"]) => {
+  const growth = (before: Summary["groups"], after: Summary["groups"], top: number) => {
     const rows = [...after].map(([key, g]) => {
       const b = before.get(key) ?? { count: 0, size: 0 }
       return { key, count: g.count, size: g.size, dCount: per(g.count, b.count), dSize: per(g.size, b.size) }
@@ -270,7 +271,7 @@ const report = (
     "",
     `| # | constructor | count | Δ count / conn | self size MB | Δ self B / conn |`,
     `|---:|---|---:|---:|---:|---:|`,
-    ...growth(base.groups, loaded.groups).map((r, i) =>
+    ...growth(base.groups, loaded.groups, top).map((r, i) =>
       `| ${i + 1} | ${cell(r.key)} | ${r.count} | ${fmt(r.dCount, 2)} | ${fmt(r.size / 1e6, 2)} | ${fmt(r.dSize)} |`
     ),
     "",
@@ -278,7 +279,7 @@ const report = (
     "",
     `| # | closure | count | Δ count / conn | Δ self B / conn |`,
     `|---:|---|---:|---:|---:|`,
-    ...growth(base.closures, loaded.closures).map((r, i) =>
+    ...growth(base.closures, loaded.closures, topClosures).map((r, i) =>
       `| ${i + 1} | ${cell(r.key)} | ${r.count} | ${fmt(r.dCount, 2)} | ${fmt(r.dSize)} |`
     ),
     ""
@@ -340,9 +341,10 @@ const main = async () => {
   const conns = Number(arg("conns") ?? 10_000)
   const warmup = Number(arg("warmup") ?? 200)
   const top = Number(arg("top") ?? 15)
+  const topClosures = Number(arg("closures") ?? 50)
   const parse = arg("parse")?.split(",")
   if (parse) {
-    console.log(report(peer, conns, summarize(parse[0]!), summarize(parse[1]!), top))
+    console.log(report(peer, conns, summarize(parse[0]!), summarize(parse[1]!), top, topClosures))
     return
   }
   if (!PEERS.includes(peer)) throw new Error(`--peer: one of ${PEERS.join(", ")} (Node peers only)`)
@@ -368,7 +370,7 @@ const main = async () => {
   await held.release()
   server.child.kill("SIGTERM")
   const t1 = Date.now()
-  const text = report(peer, held.opened, summarize(baseFile), summarize(loadedFile), top, {
+  const text = report(peer, held.opened, summarize(baseFile), summarize(loadedFile), top, topClosures, {
     base: baseMemory,
     loaded: loadedMemory
   })
