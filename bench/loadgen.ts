@@ -6,7 +6,7 @@
  *
  * Usage: node bench/loadgen.ts '<json LoadOptions>'
  * Talks to the orchestrator with JSON lines on stdout:
- *   {"event":"start"}                 measured window begins
+ *   {"event":"start"}                 measured window begins (idle: before the first connect)
  *   {"event":"opened",...}            (idle) all connections open; waits for "close" on stdin
  *   {"event":"result",...}            final numbers, then exit
  */
@@ -50,6 +50,8 @@ export interface LoadOptions {
   /** Unmeasured traffic before the window, then the measured window. */
   readonly rampMs?: number
   readonly durationMs?: number
+  /** idle: how long to hold the connections at most when no "close" comes (default 60 s). */
+  readonly holdMs?: number
 }
 
 export interface LoadResult {
@@ -425,9 +427,12 @@ const runHandshakes = async (o: LoadOptions): Promise<LoadResult> => {
 
 /** Idle: open N upgraded connections, report, hold until told to close. */
 const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
+  emit({ event: "start" }) // the orchestrator counts the server's CPU for connection setup from here
+  const cpu0 = process.cpuUsage()
   const t0 = performance.now()
   const { links, failed } = await openMany(o.conns, 100, () => connect(o, o.path ?? "/", o.raw === true))
   const seconds = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
   let dropped = 0
   for (const link of links) {
     link.socket.on("error", () => {})
@@ -441,7 +446,7 @@ const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
       buf += d
       if (buf.includes("close")) resolve()
     })
-    setTimeout(resolve, 60_000)
+    setTimeout(resolve, o.holdMs ?? 60_000)
   })
   closeAll(
     links.map((l) => l.socket),
@@ -456,8 +461,8 @@ const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
     mbPerSec: 0,
     p50us: NaN,
     p99us: NaN,
-    loadgenCpuPct: NaN,
-    loadgenUsPerMsg: NaN,
+    loadgenCpuPct: ((cpu.user + cpu.system) / 1e6 / seconds) * 100,
+    loadgenUsPerMsg: links.length > 0 ? (cpu.user + cpu.system) / links.length : NaN,
     errors: failed + dropped
   }
 }
@@ -515,7 +520,7 @@ const main = async () => {
   // Lifeline: exit when the orchestrator goes away; bounded even if it does not.
   process.stdin.on("end", () => process.exit(3))
   process.stdin.resume()
-  setTimeout(() => process.exit(4), (o.durationMs ?? 2000) + 120_000).unref()
+  setTimeout(() => process.exit(4), (o.durationMs ?? 2000) + (o.holdMs ?? 0) + 120_000).unref()
   const run =
     o.mode === "handshake" ? runHandshakes : o.mode === "idle" ? runIdle : o.mode === "fanout" ? runFanout : runEcho
   const result = await run(o)

@@ -114,6 +114,13 @@ const SCENARIOS: ReadonlyArray<Scenario> = [
     withTcp: true
   },
   {
+    name: "echo-1k",
+    title: "1 KiB echo, binary: 100 conns × 1 in flight × 1 KiB",
+    kind: "echo",
+    load: { conns: 100, inflight: 1, size: 1024, binary: true },
+    withTcp: true
+  },
+  {
     name: "large-1m",
     title: "large: 2 conns × 1 in flight × 1 MiB binary",
     kind: "echo",
@@ -136,7 +143,7 @@ const SCENARIOS: ReadonlyArray<Scenario> = [
   },
   {
     name: "idle",
-    title: `idle: ${config.idleConns} open connections, RSS per connection`,
+    title: `idle: ${config.idleConns} open connections, RSS and server CPU per connection setup`,
     kind: "idle",
     load: { conns: config.idleConns },
     withTcp: true,
@@ -265,7 +272,10 @@ interface Run {
   readonly mbPerSec: number
   readonly p50ms: number
   readonly p99ms: number
-  /** Server CPU (user+system, all threads) per message over the measured window. */
+  /**
+   * Server CPU (user+system, all threads) per message over the measured window;
+   * idle: per connection, from the first connect to the RSS sample (all upgraded and settled).
+   */
   readonly cpuUsPerMsg: number
   readonly peakRssMB: number
   readonly loadgenCpuPct: number
@@ -286,6 +296,7 @@ const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
     let serverCpu = NaN
     let peak = NaN
     let rssOpen = NaN
+    let setupCpu = NaN
     let opened = 0
     let result: LoadResult | undefined
     let failure: string | undefined
@@ -305,6 +316,7 @@ const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
         // let the server settle, then sample and release the connections
         void sleep(500).then(() => {
           rssOpen = rssBytes(server.pid)
+          setupCpu = cpuMicros(server.pid) - cpuAtStart
           lg.stdin!.write("close\n")
         })
       } else if (event.event === "result") {
@@ -323,7 +335,11 @@ const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
         mbPerSec: r.mbPerSec,
         p50ms: r.p50us / 1000,
         p99ms: r.p99us / 1000,
-        cpuUsPerMsg: r.messages > 0 ? serverCpu / r.messages : NaN,
+        cpuUsPerMsg: options.mode === "idle"
+          ? (opened > 0 ? setupCpu / opened : NaN)
+          : r.messages > 0
+          ? serverCpu / r.messages
+          : NaN,
         peakRssMB: peak / 1e6,
         loadgenCpuPct: r.loadgenCpuPct,
         loadgenUsPerMsg: r.loadgenUsPerMsg,
@@ -458,33 +474,36 @@ const LOADGEN_BOUND = 90
 
 const tableFor = (scenario: Scenario, results: Record<string, PeerResult>): Array<string> => {
   const p = primary(scenario.kind)
+  const idle = scenario.kind === "idle"
   const head = [
     "peer",
     `${p.label} median (min–max)`,
-    ...(scenario.kind === "idle" ? [] : ["MB/s", "p50 ms", "p99 ms", "srv CPU µs/msg"]),
+    ...(idle ? ["srv CPU µs/conn setup"] : ["MB/s", "p50 ms", "p99 ms", "srv CPU µs/msg"]),
     "srv peak RSS MB",
-    ...(scenario.kind === "idle" ? ["opened"] : ["loadgen CPU % (µs/msg)"]),
+    ...(idle ? ["opened", "loadgen CPU µs/conn"] : ["loadgen CPU % (µs/msg)"]),
     "vs ws",
     "vs bun",
-    ...(scenario.kind === "idle" ? [] : ["CPU/msg vs ws"])
+    idle ? "CPU/conn vs ws" : "CPU/msg vs ws"
   ]
   const med = (peer: string, m: Metric) => results[peer]?.stats?.[m]?.median
   const rows = Object.entries(results).map(([peer, r]) => {
     if (r.stats === undefined) return [peer, `n/a: ${r.na ?? ""}`.slice(0, 80), ...head.slice(2).map(() => "")]
     const s = r.stats
     // A saturated load generator means the peer could go faster: the number is a lower bound.
-    const bound = (s.loadgenCpuPct?.median ?? 0) >= LOADGEN_BOUND ? " †" : ""
+    const bound = !idle && (s.loadgenCpuPct?.median ?? 0) >= LOADGEN_BOUND ? " †" : ""
     return [
       peer + (r.errors ? ` (${r.errors} err)` : ""),
       withRange(s[p.metric]) + bound,
-      ...(scenario.kind === "idle" ? [] : [fmt(s.mbPerSec?.median), fmt(s.p50ms?.median), fmt(s.p99ms?.median), fmt(s.cpuUsPerMsg?.median)]),
+      ...(idle
+        ? [fmt(s.cpuUsPerMsg?.median)]
+        : [fmt(s.mbPerSec?.median), fmt(s.p50ms?.median), fmt(s.p99ms?.median), fmt(s.cpuUsPerMsg?.median)]),
       fmt(s.peakRssMB?.median),
-      scenario.kind === "idle"
-        ? fmt(r.runs[0]?.opened)
-        : `${fmt(s.loadgenCpuPct?.median, 2)} (${fmt(s.loadgenUsPerMsg?.median, 2)})`,
+      ...(idle
+        ? [fmt(r.runs[0]?.opened), fmt(s.loadgenUsPerMsg?.median)]
+        : [`${fmt(s.loadgenCpuPct?.median, 2)} (${fmt(s.loadgenUsPerMsg?.median, 2)})`]),
       ratio(med(peer, p.metric), med("ws", p.metric)),
       ratio(med(peer, p.metric), med("bun", p.metric)),
-      ...(scenario.kind === "idle" ? [] : [ratio(med(peer, "cpuUsPerMsg"), med("ws", "cpuUsPerMsg"))])
+      ratio(med(peer, "cpuUsPerMsg"), med("ws", "cpuUsPerMsg"))
     ]
   })
   return [
@@ -563,6 +582,9 @@ const renderDoc = (meta: Record<string, unknown>, tables: Array<string>, seconds
     "Latency is from a timestamp written into each payload by the load generator to the reply's arrival.",
     "Server CPU µs/msg is user+system time of the server process (all threads, from /proc/PID/stat) over the measured",
     "window divided by the messages in it (handshakes, deliveries). Peak RSS is VmHWM (reset before each run).",
+    "Idle: KiB/conn is the server's RSS growth with N connections open (fresh server, read 500 ms after the last upgrade),",
+    "and srv CPU µs/conn setup its CPU time from the first connect to that same reading, divided by N (accept, upgrade",
+    "and any deferred per-connection work, GC included); loadgen CPU µs/conn is the client's cost of opening them.",
     "\"vs ws\" and \"vs bun\" are ratios of the primary metric (for idle: memory per connection, lower is better);",
     "\"CPU/msg vs ws\" below 1 means cheaper than ws. `tcp` is a plain TCP echo without WebSocket framing: the ceiling,",
     "which shows what the load generator can drive. \"loadgen CPU % (µs/msg)\" is the generator's own cost;",

@@ -1,12 +1,42 @@
 /**
  * Shared by the Node peers: exit when the orchestrator's stdin pipe closes,
- * so no server outlives a crashed or interrupted bench.
+ * so no server outlives a crashed or interrupted bench; and, for
+ * bench/heap.ts, a heap snapshot on request (a line on stdin, idle otherwise).
  */
+import { writeHeapSnapshot } from "node:v8"
+
 export const exitWithParent = (): void => {
   process.stdin.on("end", () => process.exit(0))
   process.stdin.on("error", () => process.exit(0))
+  process.stdin.on("data", onCommand)
   process.stdin.resume()
   process.on("SIGTERM", () => process.exit(0))
+}
+
+let pending = ""
+
+/**
+ * `heap <file>` on stdin: full GC (when run with --expose-gc), then
+ * `HEAP {"file","heapUsed","external","arrayBuffers"}` on stdout after
+ * writing a V8 heap snapshot to <file>. The run.ts bench never writes to a
+ * server's stdin, so this costs the measured servers nothing.
+ */
+const onCommand = (chunk: Buffer): void => {
+  pending += chunk.toString()
+  let nl: number
+  while ((nl = pending.indexOf("\n")) >= 0) {
+    const line = pending.slice(0, nl).trim()
+    pending = pending.slice(nl + 1)
+    if (line.startsWith("heap ")) {
+      const gc = (globalThis as { gc?: () => void }).gc
+      gc?.()
+      gc?.()
+      const file = writeHeapSnapshot(line.slice(5))
+      // read after the snapshot: it ends with a full GC and finished sweeping (right after gc() heapUsed still counts the dead)
+      const { heapUsed, external, arrayBuffers } = process.memoryUsage()
+      console.log(`HEAP ${JSON.stringify({ file, heapUsed, external, arrayBuffers })}`)
+    }
+  }
 }
 
 /** Port from `--port <n>` (0 = ephemeral). */
