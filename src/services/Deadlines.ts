@@ -7,17 +7,33 @@
  *
  * @example
  * const deadlines = yield* Deadlines.make
- * const cancel = deadlines.add(10_000, () => dropConnection())
+ * const deadline = deadlines.add(10_000, () => dropConnection())
  * // ... handshake done in time:
- * cancel()
+ * deadline.cancel()
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 
-interface Entry {
+/** A pending deadline; `cancel()` stops it (idempotent). */
+export interface Deadline {
+  readonly cancel: () => void
+}
+
+/** A deadline that never fires: the initial value of a slot. */
+export const none: Deadline = { cancel: () => {} }
+
+// The entry is its own cancel handle: no closure per deadline.
+class Entry implements Deadline {
   readonly at: number
   onExpire: (() => void) | undefined
+  constructor(at: number, onExpire: () => void) {
+    this.at = at
+    this.onExpire = onExpire
+  }
+  cancel(): void {
+    this.onExpire = undefined
+  }
 }
 
 interface Lane {
@@ -29,13 +45,13 @@ interface Lane {
 
 export interface Deadlines {
   /** Call `onExpire` after `delayMs` (on the Clock) unless the returned function is called first. */
-  readonly add: (delayMs: number, onExpire: () => void) => () => void
+  readonly add: (delayMs: number, onExpire: () => void) => Deadline
   /**
    * Call `onExpire` at the Clock time `atMs`, for deadlines that do not come in
    * the order they are set (an idle timeout moved by the last message). A heap,
    * so use `add` when every deadline of a kind has the same duration.
    */
-  readonly addAt: (atMs: number, onExpire: () => void) => () => void
+  readonly addAt: (atMs: number, onExpire: () => void) => Deadline
   /** Wait for `register`'s `done`, or at most `delayMs`, which completes with `timeout`. */
   readonly within: <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) => Effect.Effect<A>
 }
@@ -87,18 +103,16 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
     return lane
   }
 
-  const add = (delayMs: number, onExpire: () => void): () => void => {
+  const add = (delayMs: number, onExpire: () => void): Deadline => {
     const lane = laneFor(delayMs)
-    const entry: Entry = { at: clock.currentTimeMillisUnsafe() + delayMs, onExpire }
+    const entry = new Entry(clock.currentTimeMillisUnsafe() + delayMs, onExpire)
     lane.entries.push(entry)
     if (lane.wake !== undefined) {
       const wake = lane.wake
       lane.wake = undefined
       wake()
     }
-    return () => {
-      entry.onExpire = undefined
-    }
+    return entry
   }
 
   // Exact-time deadlines: a binary min-heap on `at`, served by one fiber that sleeps until the
@@ -151,12 +165,12 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
     entry.onExpire = undefined
     expire?.()
   }))
-  const addAt = (atMs: number, onExpire: () => void): () => void => {
+  const addAt = (atMs: number, onExpire: () => void): Deadline => {
     if (!heapStarted) {
       heapStarted = true
       Effect.runForkWith(context)(Effect.forkIn(runHeap, scope))
     }
-    const entry: Entry = { at: atMs, onExpire }
+    const entry = new Entry(atMs, onExpire)
     heap.push(entry)
     siftUp(heap.length - 1)
     if (heap[0] === entry && heapWake !== undefined) {
@@ -164,16 +178,14 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
       heapWake = undefined
       wake()
     }
-    return () => {
-      entry.onExpire = undefined
-    }
+    return entry
   }
 
   const within = <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) =>
     Effect.callback<A>((resume) => {
       let finished = false
       let unregister: (() => void) | void = undefined
-      const cancel = add(delayMs, () => {
+      const deadline = add(delayMs, () => {
         if (finished) return
         finished = true
         if (unregister) unregister()
@@ -182,12 +194,12 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
       unregister = register((a) => {
         if (finished) return
         finished = true
-        cancel()
+        deadline.cancel()
         resume(Effect.succeed(a))
       })
       return Effect.sync(() => {
         finished = true
-        cancel()
+        deadline.cancel()
         if (unregister) unregister()
       })
     })

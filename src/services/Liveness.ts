@@ -12,7 +12,7 @@
  */
 import type * as Clock from "effect/Clock"
 import type { Protocol } from "../domain/Protocol.ts"
-import type { Deadlines } from "./Deadlines.ts"
+import * as Deadlines from "./Deadlines.ts"
 
 /** What liveness asks of its connection. */
 export interface LivenessOwner {
@@ -25,27 +25,32 @@ export interface LivenessOwner {
   readonly onIdleTimeout: () => void
 }
 
+const noop = () => {}
+
 export interface LivenessOptions {
   readonly heartbeatIntervalMs: number
   readonly heartbeatTimeoutMs: number
   readonly idleTimeoutMs: number
 }
 
-const noop = () => {}
 
 export class Liveness {
   private readonly owner: LivenessOwner
-  private readonly deadlines: Deadlines
+  private readonly deadlines: Deadlines.Deadlines
   private readonly clock: Clock.Clock
   private readonly options: LivenessOptions
   private stopped = false
   private bytesAtPing = 0
   private lastMessageAt = 0
-  private cancelTick: () => void = noop
-  private cancelCheck: () => void = noop
-  private cancelIdle: () => void = noop
+  private nextTick: Deadlines.Deadline = Deadlines.none
+  private nextCheck: Deadlines.Deadline = Deadlines.none
+  private nextIdle: Deadlines.Deadline = Deadlines.none
+  // Bound once per connection (not per deadline), and only for what is enabled.
+  private onTick: () => void = noop
+  private onCheck: () => void = noop
+  private onIdle: () => void = noop
 
-  constructor(owner: LivenessOwner, deadlines: Deadlines, clock: Clock.Clock, options: LivenessOptions) {
+  constructor(owner: LivenessOwner, deadlines: Deadlines.Deadlines, clock: Clock.Clock, options: LivenessOptions) {
     this.owner = owner
     this.deadlines = deadlines
     this.clock = clock
@@ -54,11 +59,14 @@ export class Liveness {
 
   start(): void {
     if (this.options.heartbeatIntervalMs > 0) {
-      this.cancelTick = this.deadlines.add(this.options.heartbeatIntervalMs, () => this.tick())
+      this.onTick = () => this.tick()
+      this.onCheck = () => this.check()
+      this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this.onTick)
     }
     if (this.options.idleTimeoutMs > 0) {
       this.lastMessageAt = this.clock.currentTimeMillisUnsafe()
-      this.cancelIdle = this.deadlines.add(this.options.idleTimeoutMs, () => this.checkIdle())
+      this.onIdle = () => this.checkIdle()
+      this.nextIdle = this.deadlines.add(this.options.idleTimeoutMs, this.onIdle)
     }
   }
 
@@ -69,9 +77,9 @@ export class Liveness {
 
   stop(): void {
     this.stopped = true
-    this.cancelTick()
-    this.cancelCheck()
-    this.cancelIdle()
+    this.nextTick.cancel()
+    this.nextCheck.cancel()
+    this.nextIdle.cancel()
   }
 
   private tick(): void {
@@ -80,8 +88,8 @@ export class Liveness {
     this.owner.sendHeartbeat()
     // The answer is awaited at most until the next ping.
     const timeout = Math.min(this.options.heartbeatTimeoutMs, this.options.heartbeatIntervalMs)
-    this.cancelCheck = this.deadlines.add(timeout, () => this.check())
-    this.cancelTick = this.deadlines.add(this.options.heartbeatIntervalMs, () => this.tick())
+    this.nextCheck = this.deadlines.add(timeout, this.onCheck)
+    this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this.onTick)
   }
 
   private check(): void {
@@ -94,6 +102,6 @@ export class Liveness {
     const due = this.lastMessageAt + this.options.idleTimeoutMs
     if (due <= this.clock.currentTimeMillisUnsafe()) return this.owner.onIdleTimeout()
     // A message moved the deadline: wait for the new one exactly.
-    this.cancelIdle = this.deadlines.addAt(due, () => this.checkIdle())
+    this.nextIdle = this.deadlines.addAt(due, this.onIdle)
   }
 }

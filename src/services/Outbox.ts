@@ -159,7 +159,7 @@ export class Outbox {
     this.flush()
     if (this.protocol.bufferedBytes === 0 && !this.congested) return done(true)
     let finished = false
-    const cancel = deadlines.add(timeoutMs, () => {
+    const deadline = deadlines.add(timeoutMs, () => {
       if (finished) return
       finished = true
       this.flushedWaiter = undefined
@@ -168,7 +168,7 @@ export class Outbox {
     this.flushedWaiter = () => {
       if (finished) return
       finished = true
-      cancel()
+      deadline.cancel()
       done(!this.closed || this.protocol.bufferedBytes === 0)
     }
   }

@@ -45,33 +45,30 @@ export const make = <R>(
   Effect.suspend(() => {
     const session = new Session(incoming, server)
     session.listen()
-    return runSession(session, app, server, deflate).pipe(
-      Effect.onExit(() =>
-        Effect.sync(() => {
-          session.dispose()
-          incoming.destroy()
-        })
-      ),
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("connection failed", cause)
-      )
-    )
+    return Effect.onExit(runSession(session, app, server, deflate), (exit) => {
+      session.dispose()
+      incoming.destroy()
+      return exit._tag === "Failure" && !Cause.hasInterruptsOnly(exit.cause)
+        ? Effect.logError("connection failed", exit.cause)
+        : Effect.void
+    })
   })
 
+// A chain of steps, each in tail position: once the connection is open, nothing of the
+// handshake stays on the fiber's stack while it idles.
 const runSession = <R>(
   session: Session,
   app: App<R>,
   server: ServerContext,
   deflate: DeflateSupport | undefined
 ): Effect.Effect<void, never, R> =>
-  Effect.gen(function*() {
-    const head = yield* session.readHead()
+  Effect.flatMap(session.readHead(), (head): Effect.Effect<void, never, R> => {
     switch (head._tag) {
       case "Timeout":
       case "Gone":
-        return
+        return Effect.void
       case "Invalid":
-        return yield* session.answer(Handshake.rejectResponse(head.error), head.error.status)
+        return session.answer(Handshake.rejectResponse(head.error), head.error.status)
       case "Request":
         break
     }
@@ -79,41 +76,42 @@ const runSession = <R>(
     // The transport is the peer: its address getters cost a syscall only when asked.
     const peer = session.incoming
     if (!Handshake.isUpgradeAttempt(request)) {
-      const response = yield* app.http(request, peer)
-      const bytes = Handshake.httpResponse(response)
-      // RFC 9110 §9.3.2: HEAD gets the GET response's header fields, without content.
-      return yield* session.answer(request.method === "HEAD" ? headOnly(bytes) : bytes, response.status)
+      return Effect.flatMap(app.http(request, peer), (response) => {
+        const bytes = Handshake.httpResponse(response)
+        // RFC 9110 §9.3.2: HEAD gets the GET response's header fields, without content.
+        return session.answer(request.method === "HEAD" ? headOnly(bytes) : bytes, response.status)
+      })
     }
     const validated = Handshake.validateUpgrade(request)
     if (validated._tag === "Error") {
-      return yield* session.answer(Handshake.rejectResponse(validated.error), validated.error.status)
+      return session.answer(Handshake.rejectResponse(validated.error), validated.error.status)
     }
-    const decision = yield* app.upgrade(validated.upgrade, peer)
-    if (decision._tag === "Reject") {
-      return yield* session.answer(Handshake.httpResponse(decision.response), decision.response.status)
-    }
-    // RFC 7692 §5: accept the first acceptable permessage-deflate offer, unless the app answered extensions itself.
-    const negotiated = deflate !== undefined && decision.extensions === undefined
-      ? PerMessageDeflate.negotiate(validated.upgrade.extensions, deflate.options)
-      : undefined
-    const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
-    server.hooks.onHandshake?.(101)
-    session.incoming.write([
-      Handshake.acceptResponse({
-        key: validated.upgrade.key,
-        protocol: accepted.protocol,
-        extensions: accepted.extensions,
-        headers: accepted.headers
-      })
-    ])
-    if (negotiated === undefined || deflate === undefined) {
-      return yield* session.open(request, peer, accepted, undefined)
-    }
-    // The zlib streams live as long as the connection (a scope only for compressing connections).
-    return yield* Effect.scoped(Effect.flatMap(
-      makeCompressor(negotiated.params, deflate.options).pipe(Effect.provideService(CompressionLimiter, deflate.limiter)),
-      (compressor) => session.open(request, peer, accepted, { compressor, threshold: deflate.options.threshold })
-    ))
+    const upgrade = validated.upgrade
+    return Effect.flatMap(app.upgrade(upgrade, peer), (decision) => {
+      if (decision._tag === "Reject") {
+        return session.answer(Handshake.httpResponse(decision.response), decision.response.status)
+      }
+      // RFC 7692 §5: accept the first acceptable permessage-deflate offer, unless the app answered extensions itself.
+      const negotiated = deflate !== undefined && decision.extensions === undefined
+        ? PerMessageDeflate.negotiate(upgrade.extensions, deflate.options)
+        : undefined
+      const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
+      server.hooks.onHandshake?.(101)
+      session.incoming.write([
+        Handshake.acceptResponse({
+          key: upgrade.key,
+          protocol: accepted.protocol,
+          extensions: accepted.extensions,
+          headers: accepted.headers
+        })
+      ])
+      if (negotiated === undefined || deflate === undefined) return session.open(request, peer, accepted, undefined)
+      // The zlib streams live as long as the connection (a scope only for compressing connections).
+      return Effect.scoped(Effect.flatMap(
+        makeCompressor(negotiated.params, deflate.options).pipe(Effect.provideService(CompressionLimiter, deflate.limiter)),
+        (compressor) => session.open(request, peer, accepted, { compressor, threshold: deflate.options.threshold })
+      ))
+    })
   })
 
 const headOnly = (response: Uint8Array): Uint8Array => {

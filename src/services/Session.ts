@@ -32,7 +32,7 @@ import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Accept, ConnectionHandle, Hooks, Peer } from "./App.ts"
 import type { Compressor } from "./Compression.ts"
 import { type Connection, ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
-import type { Deadlines } from "./Deadlines.ts"
+import * as Deadlines from "./Deadlines.ts"
 import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
@@ -44,7 +44,7 @@ import type { Incoming } from "./Transport.ts"
 export interface ServerContext {
   readonly options: ServerOptions
   readonly hooks: Hooks
-  readonly deadlines: Deadlines
+  readonly deadlines: Deadlines.Deadlines
   readonly clock: Clock.Clock
   /** Log a line outside any fiber (socket callbacks). */
   readonly log: (level: "Info" | "Error", message: string, detail?: unknown) => void
@@ -64,7 +64,6 @@ type Outcome = "done" | "close-timeout" | "heartbeat"
 
 // Bytes held after the request head while the app decides; past this the socket is paused.
 const EARLY_BYTES_MAX = 65536
-const noop = () => {}
 const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
 let nextConnectionId = 1
 
@@ -92,8 +91,8 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   private compressor: Compressor | undefined = undefined
   private threshold = 0
   private outcome: Outcome | undefined = undefined
-  private cancelCloseTimer: () => void = noop
-  private cancelCatchUp: () => void = noop
+  private closeTimer: Deadlines.Deadline = Deadlines.none
+  private catchUpTimer: Deadlines.Deadline = Deadlines.none
   private pausedForInbox = false
   /** The handler has answered every message it was given (it asked for more after the end, or it returned). */
   private caughtUp = false
@@ -224,12 +223,12 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   // Call `then` at the peer's EOF, or after closeTimeoutMs.
   private awaitEof(then: () => void): void {
     if (this.eof) return then()
-    const cancel = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => {
+    const deadline = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => {
       this.eofWaiter = undefined
       then()
     })
     this.eofWaiter = () => {
-      cancel()
+      deadline.cancel()
       then()
     }
   }
@@ -387,7 +386,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     this.pausedForInbox = false
     this.updateReading()
     // §7.1.1: the peer has closeTimeoutMs to answer.
-    this.cancelCloseTimer = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => this.settle("close-timeout"))
+    this.closeTimer = this.server.deadlines.add(this.server.options.closeTimeoutMs, () => this.settle("close-timeout"))
   }
 
   // The open phase ends: the first outcome wins.
@@ -404,7 +403,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     if (!this.protocol.closeHeld) return // released (and the sequence continued) during end()
     if (this.caughtUp) return this.releaseClose()
     // The handler has a moment to answer what came before the close; then our close goes anyway.
-    this.cancelCatchUp = this.server.deadlines.add(
+    this.catchUpTimer = this.server.deadlines.add(
       Math.min(this.server.options.closeTimeoutMs, 1000),
       () => this.releaseClose()
     )
@@ -412,7 +411,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
 
   private releaseClose(): void {
     if (!this.protocol.closeHeld) return
-    this.cancelCatchUp()
+    this.catchUpTimer.cancel()
     this.protocol.releaseClose()
     this.afterReading()
   }
@@ -437,8 +436,8 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   private finish(): void {
     if (this.phase === "Closed") return
     this.phase = "Closed"
-    this.cancelCloseTimer()
-    this.cancelCatchUp()
+    this.closeTimer.cancel()
+    this.catchUpTimer.cancel()
     this.liveness?.stop()
     this.outbox.close()
     this.inbox.clear()
