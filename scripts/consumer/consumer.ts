@@ -1,0 +1,35 @@
+// Type-checked by the scratch app's strict tsc (tsconfig.json: strict, exactOptionalPropertyTypes,
+// noUncheckedIndexedAccess, no allowImportingTsExtensions, skipLibCheck off; the DOM lib because effect's own
+// crypto types name CryptoKey): the package's .d.ts must hold up under the settings an Effect app may use.
+import { Effect, Schema, Stream } from "effect"
+import { NodeRuntime } from "@effect/platform-node"
+import { Broker, Middleware, NodeTcp, Router, Server, Typed } from "wsreactor"
+import * as Testing from "wsreactor/testing"
+
+const Say = Schema.Struct({ text: Schema.String })
+
+export const app = Effect.gen(function*() {
+  const broker = yield* Broker.Broker
+  const room = Typed.handler({ incoming: Say, outgoing: Say }, (conn) =>
+    Effect.gen(function*() {
+      const topic = conn.raw.params["name"] ?? "lobby"
+      yield* broker.subscribe(topic, conn.raw)
+      yield* conn.messages.pipe(
+        Stream.runForEach((say) => conn.encode(say).pipe(Effect.flatMap((m) => broker.publish(topic, m))))
+      )
+    }).pipe(Effect.scoped))
+  return Router.make([
+    Router.ws("/echo", (conn) => conn.messages.pipe(Stream.runForEach(conn.send))),
+    Router.ws("/room/:name", room, { connection: [Middleware.rateLimit({ capacity: 10, refillPerSecond: 5 })] }),
+    Router.get("/healthz", () => Effect.succeed(Router.json({ ok: true })))
+  ])
+})
+
+export const testLayer = Testing.layer(Router.make([]), { maxMessageSize: 1024 })
+
+export const main = () =>
+  app.pipe(
+    Effect.flatMap((app) => Server.serve(app, { maxMessageSize: 1024 * 1024, perMessageDeflate: true })),
+    Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: 8080 })]),
+    NodeRuntime.runMain
+  )
