@@ -6,11 +6,8 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
@@ -55,11 +52,8 @@ const wsreactor = Command.make("wsreactor", { port, host, deflate }, (flags) =>
   )
 )
 
-// SIGINT/SIGTERM interrupt the main fiber; a shutdown that completed gracefully exits 0, not 130.
-const teardown: Runtime.Teardown = (exit, onExit) =>
-  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
-
 Command.run(wsreactor, { version: "0.1.0" }).pipe(
   Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain({ teardown })
+  // SIGINT/SIGTERM interrupt the main fiber; a shutdown that completed gracefully exits 0, not 130.
+  NodeRuntime.runMain({ teardown: Server.teardown })
 )

@@ -1,5 +1,5 @@
 // The test kit from the installed package, under the scratch app's own vitest.
-import { describe, it } from "@effect/vitest"
+import { describe, expect, it } from "@effect/vitest"
 import { Effect, Stream } from "effect"
 import { Router } from "wsreactor"
 import * as Testing from "wsreactor/testing"
@@ -16,4 +16,12 @@ describe("wsreactor/testing from the packed tarball", () => {
       yield* client.close(1000)
       yield* client.expectClose(1000)
     }).pipe(Effect.provide(Testing.layer(app))))
+
+  it.effect("a bad option fails at once with a typed error", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(
+        Effect.provide(Effect.service(Testing.TestServer), Testing.layer(app, { maxMessageSize: 0 }))
+      )
+      expect(error._tag).toBe("InvalidOptionsError")
+    }))
 })

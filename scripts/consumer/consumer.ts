@@ -1,7 +1,7 @@
 // Type-checked by the scratch app's strict tsc (tsconfig.json: strict, exactOptionalPropertyTypes,
 // noUncheckedIndexedAccess, no allowImportingTsExtensions, skipLibCheck off; the DOM lib because effect's own
 // crypto types name CryptoKey): the package's .d.ts must hold up under the settings an Effect app may use.
-import { Effect, Schema, Stream } from "effect"
+import { Effect, Layer, Schema, Stream } from "effect"
 import { NodeRuntime } from "@effect/platform-node"
 import { Broker, Middleware, NodeTcp, Router, Server, Typed } from "wsreactor"
 import * as Testing from "wsreactor/testing"
@@ -32,4 +32,11 @@ export const main = () =>
     Effect.flatMap((app) => Server.serve(app, { maxMessageSize: 1024 * 1024, perMessageDeflate: true })),
     Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: 8080 })]),
     NodeRuntime.runMain
+  )
+
+export const launch = () =>
+  Server.layer(Router.make([]), { heartbeatIntervalMs: 0 }).pipe(
+    Layer.provide(NodeTcp.layer({ port: 8080 })),
+    Layer.launch,
+    NodeRuntime.runMain({ teardown: Server.teardown })
   )
