@@ -6,11 +6,25 @@
  * Node hands over as `head`, follow): the connection then runs exactly the code
  * the TCP and TLS layers run (handshake validation, routing, upgrade
  * middleware, options, heartbeats, graceful shutdown), through `Server.serve`.
+ *
+ * Two ways in: {@link layer} listens to a plain `node:http` server's
+ * `'upgrade'` event; {@link layerRoutes} + {@link route} put WebSocket routes
+ * into an `effect/http` `HttpRouter` app served by `NodeHttpServer`.
  */
+import * as NodeHttpServerRequest from "@effect/platform-node/NodeHttpServerRequest"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as HttpRouter from "effect/http/HttpRouter"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import * as Layer from "effect/Layer"
+import * as Queue from "effect/Queue"
+import * as Scope from "effect/Scope"
 import type * as Http from "node:http"
+import type * as Http2 from "node:http2"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import { type Incoming, Transport } from "../services/Transport.ts"
@@ -118,3 +132,91 @@ export const layer = (server: Http.Server, options: UpgradeOptions = {}): Layer.
         })
     })
   )
+
+// ---------------------------------------------------------------------------
+// effect/http: an HttpRouter route that hands its upgrade to wsreactor
+// ---------------------------------------------------------------------------
+
+/** Where {@link route} hands upgraded connections: the `Transport` of {@link layerRoutes}. */
+export class Upgrades extends Context.Service<Upgrades, {
+  /** Run `incoming` on the server; completes when the connection has ended. */
+  readonly accept: (incoming: Incoming) => Effect.Effect<void>
+}>()("wsreactor/NodeHttp/Upgrades") {}
+
+/**
+ * A `Transport` fed by {@link route}s of an `effect/http` app (with `Upgrades` for them). Serve the
+ * wsreactor app on it with `Server.serve`; `address` is `host`/`port` as given (the HttpServer listens).
+ *
+ * @example
+ * const Ws = Layer.effectDiscard(Effect.forkScoped(Server.serve(app))).pipe(Layer.provideMerge(NodeHttp.layerRoutes()))
+ */
+export const layerRoutes = (
+  address: { readonly host: string; readonly port: number } = { host: "0.0.0.0", port: 0 }
+): Layer.Layer<Transport | Upgrades> =>
+  Layer.effectContext(Effect.gen(function*() {
+    const pending = yield* Queue.unbounded<{ readonly incoming: Incoming; readonly done: Deferred.Deferred<void> }>()
+    const transport = Transport.of({
+      address,
+      run: <E, R>(handler: (incoming: Incoming) => Effect.Effect<void, E, R>): Effect.Effect<never, never, R> =>
+        Effect.gen(function*() {
+          const scope = yield* Scope.make()
+          return yield* Effect.forever(
+            Effect.flatMap(Queue.take(pending), ({ incoming, done }) =>
+              Effect.forkIn(
+                Effect.ignoreCause(handler(incoming)).pipe(Effect.ensuring(Deferred.succeed(done, undefined))),
+                scope
+              ))
+          ).pipe(Effect.ensuring(Scope.close(scope, Exit.void)))
+        })
+    })
+    const upgrades = Upgrades.of({
+      accept: (incoming) =>
+        Effect.gen(function*() {
+          const done = yield* Deferred.make<void>()
+          yield* Queue.offer(pending, { incoming, done })
+          yield* Deferred.await(done)
+        })
+    })
+    return Context.make(Transport, transport).pipe(Context.add(Upgrades, upgrades))
+  }))
+
+const isHttp1 = (request: Http.IncomingMessage | Http2.Http2ServerRequest): request is Http.IncomingMessage =>
+  request.httpVersionMajor === 1
+
+/**
+ * The handler of an `HttpRouter` route whose WebSocket upgrades wsreactor serves: the request's
+ * socket goes to the wsreactor server of {@link layerRoutes}, which answers the handshake itself
+ * (its `Router` then routes by path, so give the route the same paths). It completes when the
+ * connection ends; the socket is wsreactor's by then, so its response is never written.
+ * A request without `Upgrade` gets 426 (RFC 9110 §15.5.22). The bytes a client sends after its
+ * request but before the 101 are not seen (NodeHttpServer keeps them); RFC 6455 §4.1 forbids that.
+ *
+ * @example
+ * HttpRouter.add("GET", "/chat/*", NodeHttp.upgrade(upgrades))
+ */
+export const upgrade = (
+  upgrades: Upgrades["Service"]
+): Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest> =>
+  Effect.gen(function*() {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const node = NodeHttpServerRequest.toIncomingMessage(request)
+    // HTTP/2 requests have no upgrade (RFC 9113 §8.6); neither has an HTTP/1.1 request without the header.
+    if (!isHttp1(node) || node.headers.upgrade === undefined) {
+      return HttpServerResponse.text("Upgrade Required: this path speaks WebSocket\n", {
+        status: 426,
+        headers: { upgrade: "websocket", connection: "Upgrade" }
+      })
+    }
+    yield* upgrades.accept(fromUpgrade(node, node.socket, new Uint8Array(0)))
+    return HttpServerResponse.empty()
+  })
+
+/**
+ * A route layer for `HttpRouter.serve`: `GET path` upgrades through {@link upgrade} (needs
+ * {@link layerRoutes}).
+ *
+ * @example
+ * HttpRouter.serve(Layer.mergeAll(ApiRoutes, NodeHttp.route("/chat/*")))
+ */
+export const route = (path: HttpRouter.PathInput): Layer.Layer<never, never, HttpRouter.HttpRouter | Upgrades> =>
+  HttpRouter.use((router) => Effect.flatMap(Effect.service(Upgrades), (upgrades) => router.add("GET", path, upgrade(upgrades))))
