@@ -3,7 +3,9 @@
 // crypto types name CryptoKey): the package's .d.ts must hold up under the settings an Effect app may use.
 import { Effect, Layer, Schema, Stream } from "effect"
 import { NodeRuntime } from "@effect/platform-node"
-import { Broker, Middleware, NodeTcp, Router, Server, Typed } from "wsreactor"
+import * as Http from "node:http"
+import { HttpRouter } from "effect/http"
+import { Broker, Middleware, NodeHttp, NodeTcp, Router, Server, Typed } from "wsreactor"
 import * as Testing from "wsreactor/testing"
 
 const Say = Schema.Struct({ text: Schema.String })
@@ -40,3 +42,10 @@ export const launch = () =>
     Layer.launch,
     NodeRuntime.runMain({ teardown: Server.teardown })
   )
+
+// On an existing node:http server, and as an effect/http route.
+export const onHttp = (server: Http.Server) =>
+  Server.serve(Router.make([]), { heartbeatIntervalMs: 0 }).pipe(Effect.provide(NodeHttp.layer(server)))
+export const routes: Layer.Layer<never, never, HttpRouter.HttpRouter> = NodeHttp.route("/ws/*").pipe(
+  Layer.provide(NodeHttp.layerRoutes())
+)
