@@ -26,7 +26,7 @@ import * as Metrics from "./services/Metrics.ts"
 import * as Middleware from "./services/Middleware.ts"
 import type { App } from "./services/App.ts"
 import * as Router from "./services/Router.ts"
-import type { ServerState } from "./services/Server.ts"
+import type { HttpResponse, ServerState } from "./services/Server.ts"
 import * as Typed from "./services/Typed.ts"
 
 /** Echo every message back as the same type (text stays text, binary stays binary). */
@@ -166,6 +166,18 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
 
 const page = readFileSync(new URL("./demo/page.html", import.meta.url), "utf8")
 
+// A small SVG icon (two arrows, one each way), so browsers opening the demo get a favicon instead of a 404.
+// The page links it with rel="icon"; /favicon.ico answers too, for browsers that ask without a link.
+const favicon = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
+<rect width="32" height="32" rx="7" fill="#0f1222"/>
+<path d="M6 11h17l-4-4M26 21H9l4 4" fill="none" stroke="#7c8cff" stroke-width="3" stroke-linecap="round" stroke-linejoin="round"/>
+</svg>`
+const faviconResponse: HttpResponse = {
+  status: 200,
+  headers: [["Content-Type", "image/svg+xml"], ["Cache-Control", "public, max-age=86400"]],
+  body: favicon
+}
+
 export interface DemoOptions {
   /** Served on `GET /metrics`; without it the route answers 404. */
   readonly metrics?: Metrics.ServerMetrics | undefined
@@ -192,6 +204,8 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
     }
     const routes: ReadonlyArray<Router.Route<never>> = [
       Router.get("/", () => Effect.succeed(Router.html(page))),
+      Router.get("/favicon.svg", () => Effect.succeed(faviconResponse)),
+      Router.get("/favicon.ico", () => Effect.succeed(faviconResponse)),
       Router.get("/healthz", () =>
         Effect.map(Clock.currentTimeMillis, (now) => {
           const state = options.state?.()

@@ -6,11 +6,10 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
-import * as Cause from "effect/Cause"
 import * as Config from "effect/Config"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Runtime from "effect/Runtime"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
@@ -20,20 +19,52 @@ import * as Broker from "./services/Broker.ts"
 import * as Metrics from "./services/Metrics.ts"
 import * as Server from "./services/Server.ts"
 
+const DEFAULT_PORT = 8888
+
+/** Bad flags or environment, or a port we cannot listen on: one line on stderr and a non-zero exit, no stack. */
+class StartupError extends Data.TaggedError("StartupError")<{ readonly message: string; readonly exitCode: number }> {}
+
+// The port is checked here rather than by the flag parser (or a Config fallback), whose errors come
+// with the whole help text, a SchemaError dump, or a RangeError stack from net.Server.listen.
 const port = Flag.Int("port").pipe(
-  Flag.withDescription("TCP port to listen on (env PORT; 0 picks a free port)"),
-  // Not Config.Port: it rejects 0, which picks a free port.
-  Flag.withFallbackConfig(Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 })), "PORT")),
-  Flag.withDefault(8888)
+  Flag.withDescription(`TCP port to listen on (default ${DEFAULT_PORT}, env PORT; 0 picks a free port)`),
+  Flag.optional
 )
 const host = Flag.String("host").pipe(
-  Flag.withDescription("Address to bind (env HOST)"),
+  Flag.withDescription("Address to bind (default 0.0.0.0, env HOST)"),
   Flag.withFallbackConfig(Config.String("HOST")),
   Flag.withDefault("0.0.0.0")
 )
 
+// Not Config.Port: it rejects 0, which picks a free port.
+const PortNumber = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65535 }))
+
+const checkPort = (raw: number | string, source: string): Effect.Effect<number, StartupError> => {
+  const value = typeof raw === "number" ? raw : /^\s*\d{1,5}\s*$/.test(raw) ? Number(raw) : Number.NaN
+  return Schema.is(PortNumber)(value)
+    ? Effect.succeed(value)
+    : Effect.fail(
+      new StartupError({
+        message: `${source} must be an integer from 0 to 65535 (0 picks a free port), got ${JSON.stringify(raw)}`,
+        exitCode: 2
+      })
+    )
+}
+
+// net.Server's "listen EADDRINUSE: address already in use 127.0.0.1:8888" and the like.
+const why = (cause: unknown): string => cause instanceof Error ? cause.message : String(cause)
+
+/** `--port`, else `PORT`, else the default. */
+const resolvePort = (flag: Option.Option<number>): Effect.Effect<number, StartupError> =>
+  Option.isSome(flag)
+    ? checkPort(flag.value, "--port")
+    : Config.option(Config.String("PORT")).pipe(
+      Effect.orElseSucceed(() => Option.none<string>()),
+      Effect.flatMap((env) => Option.isSome(env) ? checkPort(env.value, "PORT") : Effect.succeed(DEFAULT_PORT))
+    )
+
 const deflate = Flag.Boolean("deflate").pipe(
-  Flag.withDescription("Offer permessage-deflate (RFC 7692) compression to clients (env DEFLATE)"),
+  Flag.withDescription("Offer permessage-deflate (RFC 7692) compression to clients (default off, env DEFLATE)"),
   Flag.withFallbackConfig(Config.Boolean("DEFLATE")),
   Flag.withDefault(false)
 )
@@ -46,20 +77,29 @@ const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
 })
 
 const wsreactor = Command.make("wsreactor", { port, host, deflate }, (flags) =>
-  serveDemo(flags.deflate).pipe(
-    Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: flags.port, host: flags.host })])
-  )
+  Effect.gen(function*() {
+    const listenPort = yield* resolvePort(flags.port)
+    return yield* serveDemo(flags.deflate).pipe(
+      Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: listenPort, host: flags.host })]),
+      Effect.catchTag("SocketServerError", (error) =>
+        Effect.fail(
+          new StartupError({ message: `cannot listen on ${flags.host}:${listenPort}: ${why(error.reason.cause)}`, exitCode: 1 })
+        ))
+    )
+  })
 ).pipe(
   Command.withDescription(
     "A WebSocket server (RFC 6455) on Effect: echo on /echo and any other path, a chat on /chat, the demo page on GET /, /healthz and /metrics."
   )
 )
 
-// SIGINT/SIGTERM interrupt the main fiber; a shutdown that completed gracefully exits 0, not 130.
-const teardown: Runtime.Teardown = (exit, onExit) =>
-  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)
-
 Command.run(wsreactor, { version: "0.1.0" }).pipe(
+  Effect.catchTag("StartupError", (error) =>
+    Effect.sync(() => {
+      console.error(`wsreactor: ${error.message}`)
+      process.exitCode = error.exitCode
+    })),
   Effect.provide(NodeServices.layer),
-  NodeRuntime.runMain({ teardown })
+  // SIGINT/SIGTERM interrupt the main fiber; a shutdown that completed gracefully exits 0, not 130.
+  NodeRuntime.runMain({ teardown: Server.teardown })
 )

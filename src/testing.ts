@@ -34,6 +34,7 @@ import * as FrameEncoder from "./domain/FrameEncoder.ts"
 import * as Handshake from "./domain/Handshake.ts"
 import * as Memory from "./layers/Memory.ts"
 import type { App } from "./services/App.ts"
+import { decode, type InvalidOptionsError } from "./services/Options.ts"
 import { serve, type ServeOptions } from "./services/Server.ts"
 
 // ---------------------------------------------------------------------------
@@ -435,10 +436,12 @@ const requestBytes = (request: HttpRequest): Uint8Array => {
  *   }).pipe(Effect.provide(Testing.layer(app, { maxMessageSize: 1024 })))
  * )
  */
-export const layer = <R>(app: App<R>, options?: ServeOptions): Layer.Layer<TestServer, never, R> =>
+export const layer = <R>(app: App<R>, options?: ServeOptions): Layer.Layer<TestServer, InvalidOptionsError, R> =>
   Layer.effect(
     TestServer,
     Effect.gen(function*() {
+      // Bad options fail the layer at once, typed, rather than a forked server that never answers.
+      yield* decode(options)
       const network = yield* Memory.MemoryNetwork
       const server = yield* Effect.forkScoped(serve(app, options))
       const open = new Set<Memory.ClientEnd>()

@@ -1,4 +1,7 @@
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import { type DeflateOptions, resolveDeflateOptions } from "../domain/PerMessageDeflate.ts"
 
 /**
  * Server limits and timeouts. Every field has a safe default
@@ -53,3 +56,60 @@ export const defaultOptions: ServerOptions = {
 /** Merge user options over the defaults and validate them (throws a SchemaError on bad input, at startup). */
 export const decodeOptions = (options: Partial<ServerOptions> = {}): ServerOptions =>
   Schema.decodeUnknownSync(ServerOptions)({ ...defaultOptions, ...options })
+
+/** Options that fail validation: a configuration mistake, reported before the server starts. */
+export class InvalidOptionsError extends Data.TaggedError("InvalidOptionsError")<{
+  /** What is wrong, one entry per bad option (`maxMessageSize: Expected a value between 1 and 2147483647`). */
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  override get message(): string {
+    return `invalid server options: ${this.detail}`
+  }
+}
+
+/** What {@link decode} checks: the {@link ServerOptions} fields plus the serve-level ones. */
+export interface DecodeInput extends Partial<ServerOptions> {
+  readonly shutdownTimeoutMs?: number | undefined
+  readonly perMessageDeflate?: boolean | Partial<DeflateOptions> | undefined
+}
+
+const ShutdownTimeoutMs = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3_600_000 }))
+
+/**
+ * {@link decodeOptions} as an Effect: merge over the defaults and validate, failing with a typed
+ * {@link InvalidOptionsError} that names every bad field. Also checks `shutdownTimeoutMs` and
+ * `perMessageDeflate` (other keys, such as `hooks`, are ignored), so a caller can validate a whole
+ * `ServeOptions` before forking anything. `undefined` means "the default".
+ *
+ * @example
+ * const options = yield* Options.decode({ maxMessageSize: 1 << 20 })
+ * // Options.decode({ maxMessageSize: 0 }) fails with InvalidOptionsError
+ */
+export const decode = (input: DecodeInput = {}): Effect.Effect<ServerOptions, InvalidOptionsError> =>
+  Effect.gen(function*() {
+    const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))
+    const decoded = yield* Effect.result(
+      Schema.decodeUnknownEffect(ServerOptions)({ ...defaultOptions, ...defined }, { errors: "all" })
+    )
+    const problems = decoded._tag === "Failure" ? describe(decoded.failure) : []
+    if (input.shutdownTimeoutMs !== undefined && !Schema.is(ShutdownTimeoutMs)(input.shutdownTimeoutMs)) {
+      problems.push(`shutdownTimeoutMs: Expected an integer between 0 and 3600000, got ${String(input.shutdownTimeoutMs)}`)
+    }
+    const deflate = input.perMessageDeflate
+    if (deflate !== undefined && typeof deflate !== "boolean") {
+      const resolved = resolveDeflateOptions(deflate)
+      if (resolved._tag === "Error") problems.push(`perMessageDeflate: ${resolved.error.detail}`)
+    }
+    if (decoded._tag === "Success" && problems.length === 0) return decoded.success
+    return yield* new InvalidOptionsError({
+      detail: problems.join("; "),
+      cause: decoded._tag === "Failure" ? decoded.failure : undefined
+    })
+  })
+
+// A SchemaError's message is "<problem>\n  at [\"<field>\"]" per issue; one "<field>: <problem>" each.
+const describe = (error: Schema.SchemaError): Array<string> => {
+  const found = [...error.message.matchAll(/^(.+)\n\s+at \["?([^"\]\n]+)"?\]$/gm)]
+  return found.length > 0 ? found.map((m) => `${m[2]}: ${m[1]}`) : [error.message.replace(/\s*\n\s*/g, " ")]
+}

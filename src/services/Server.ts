@@ -11,9 +11,12 @@ import * as LogLevel from "effect/LogLevel"
 import * as References from "effect/References"
 import * as Clock from "effect/Clock"
 import * as Fiber from "effect/Fiber"
+import * as Cause from "effect/Cause"
+import * as Exit from "effect/Exit"
+import * as Runtime from "effect/Runtime"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
-import { decodeOptions, type ServerOptions } from "./Options.ts"
+import { decode, type InvalidOptionsError, type ServerOptions } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
@@ -71,10 +74,14 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
  *   NodeRuntime.runMain
  * )
  */
-export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.Effect<never, never, R | Transport> =>
+export const serve = <R>(
+  app: App<R>,
+  serveOptions: ServeOptions = {}
+): Effect.Effect<never, InvalidOptionsError, R | Transport> =>
   Effect.scoped(Effect.gen(function*() {
-    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, ...rest } = serveOptions
-    const options = decodeOptions(rest)
+    // Every option is checked before anything starts: bad ones fail here, typed (Options.decode).
+    const options = yield* decode(serveOptions)
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate } = serveOptions
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const deadlines = yield* Deadlines.make
     const transport = yield* Transport
@@ -142,3 +149,38 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
       )
     )
   }))
+
+// ---- Entry points for Effect programs (issue 9, item 4) ----
+
+/**
+ * {@link serve} as a Layer, for `Layer.launch` or to merge with an app's other layers. The options
+ * are decoded while the layer builds (a bad one fails the build with `InvalidOptionsError`); the
+ * server then runs until the layer's scope closes, which shuts it down gracefully.
+ *
+ * @example
+ * Server.layer(app, { maxMessageSize: 1 << 20 }).pipe(
+ *   Layer.provide(NodeTcp.layer({ port: 8888 })),
+ *   Layer.launch,
+ *   NodeRuntime.runMain({ teardown: Server.teardown })
+ * )
+ */
+export const layer = <R>(
+  app: App<R>,
+  serveOptions: ServeOptions = {}
+): Layer.Layer<never, InvalidOptionsError, R | Transport> =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    yield* decode(serveOptions)
+    yield* Effect.forkScoped(serve(app, serveOptions))
+  }))
+
+/**
+ * A `Runtime.Teardown` for `NodeRuntime.runMain`: SIGINT/SIGTERM interrupt the main fiber, and the
+ * default teardown reports an interrupted program as exit code 130. A server whose shutdown was only
+ * an interruption (it closed every connection with 1001 and waited for them) exits 0 instead; any
+ * failure or defect keeps the default (exit 1 and the error reported).
+ *
+ * @example
+ * Server.serve(app).pipe(Effect.provide(NodeTcp.layer({ port: 8888 })), NodeRuntime.runMain({ teardown: Server.teardown }))
+ */
+export const teardown: Runtime.Teardown = (exit, onExit) =>
+  Exit.isFailure(exit) && Cause.hasInterruptsOnly(exit.cause) ? onExit(0) : Runtime.defaultTeardown(exit, onExit)

@@ -134,6 +134,18 @@ describe("node src/main.ts", () => {
     expect(await response.text()).toMatch(/wsreactor/)
   })
 
+  it("serves the favicon the page links (an SVG, also on /favicon.ico)", async () => {
+    const program = await startProgram()
+    const page = await (await withTimeout("GET /", fetch(`http://127.0.0.1:${program.port}/`))).text()
+    expect(page).toContain(`<link rel="icon" type="image/svg+xml" href="/favicon.svg">`)
+    for (const path of ["/favicon.svg", "/favicon.ico"]) {
+      const response = await withTimeout(`GET ${path}`, fetch(`http://127.0.0.1:${program.port}${path}`))
+      expect(response.status).toBe(200)
+      expect(response.headers.get("content-type")).toBe("image/svg+xml")
+      expect(await response.text()).toMatch(/^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/)
+    }
+  })
+
   it("echoes over WebSocket on /echo and /anything, and logs open and close with the code", async () => {
     const program = await startProgram()
     for (const path of ["/echo", "/anything"]) {
@@ -198,6 +210,34 @@ describe("node src/main.ts", () => {
     expect(code).toBe(0)
     expect(program.stdout()).toContain("--port")
     expect(program.stdout()).toContain("--host")
+    expect(program.stdout()).toContain("default 8888")
+    expect(program.stdout()).toContain("default 0.0.0.0")
+  })
+
+  // One clear line on stderr and exit 2: no help dump, no SchemaError, no stack.
+  for (
+    const [label, args, env, line] of [
+      ["PORT=abc", [], { PORT: "abc" }, `wsreactor: PORT must be an integer from 0 to 65535 (0 picks a free port), got "abc"`],
+      ["--port 99999", ["--port", "99999"], {}, "wsreactor: --port must be an integer from 0 to 65535 (0 picks a free port), got 99999"]
+    ] as const
+  ) {
+    it(`${label}: one line on stderr, exit 2`, async () => {
+      const program = spawnProgram(args, env)
+      const { code } = await withTimeout("exit", program.exited)
+      expect(code).toBe(2)
+      expect(program.stderr()).toBe(`${line}\n`)
+      expect(program.stdout()).toBe("")
+    })
+  }
+
+  it("a port in use: one line on stderr naming it, exit 1", async () => {
+    const first = await startProgram()
+    const second = spawnProgram(["--port", String(first.port), "--host", "127.0.0.1"])
+    const { code } = await withTimeout("exit", second.exited)
+    expect(code).toBe(1)
+    expect(second.stderr()).toBe(
+      `wsreactor: cannot listen on 127.0.0.1:${first.port}: listen EADDRINUSE: address already in use 127.0.0.1:${first.port}\n`
+    )
   })
 
   it("honours the PORT environment variable (PORT=0 picks a free port)", async () => {

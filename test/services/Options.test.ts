@@ -1,0 +1,101 @@
+/**
+ * Options are decoded before anything is forked: `Options.decode` fails with a typed
+ * `InvalidOptionsError` naming every bad field, and `Server.serve`, `Server.layer` and
+ * `Testing.layer` fail with it at once instead of running (or hanging) with bad options.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Context, Effect, Exit, Layer, References, Stream } from "effect"
+import WebSocket from "ws"
+import * as NodeTcp from "../../src/layers/NodeTcp.ts"
+import * as Options from "../../src/services/Options.ts"
+import * as Router from "../../src/services/Router.ts"
+import * as Server from "../../src/services/Server.ts"
+import { Transport } from "../../src/services/Transport.ts"
+import * as Testing from "../../src/testing.ts"
+import { withTimeout } from "../support/Timeout.ts"
+
+const echo = Router.make([Router.ws("/echo", (conn) => conn.messages.pipe(Stream.runForEach(conn.send)))])
+
+describe("Options.decode", () => {
+  it.effect("fills in the defaults; undefined means the default", () =>
+    Effect.gen(function*() {
+      expect(yield* Options.decode()).toEqual(Options.defaultOptions)
+      const options = yield* Options.decode({ maxMessageSize: 1024, idleTimeoutMs: undefined, hooks: {} } as Options.DecodeInput)
+      expect(options).toEqual({ ...Options.defaultOptions, maxMessageSize: 1024 })
+    }))
+
+  it.effect("fails with InvalidOptionsError naming every bad field", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Options.decode({
+        maxMessageSize: 0,
+        backpressure: "later" as never,
+        shutdownTimeoutMs: -1,
+        perMessageDeflate: { level: 42 }
+      }))
+      expect(error._tag).toBe("InvalidOptionsError")
+      expect(error.detail).toContain("maxMessageSize: Expected a value between 1 and 2147483647")
+      expect(error.detail).toContain("backpressure: Expected \"suspend\" | \"drop\" | \"close\"")
+      expect(error.detail).toContain("shutdownTimeoutMs: Expected an integer between 0 and 3600000, got -1")
+      expect(error.detail).toContain("perMessageDeflate: level 42 not in 0..9")
+      expect(error.message).toMatch(/^invalid server options: maxMessageSize/)
+    }))
+
+  it.effect("Testing.layer with a bad option fails the test at once with the typed error", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(
+        Effect.gen(function*() {
+          const server = yield* Testing.TestServer
+          return yield* server.connect({ path: "/echo" })
+        }).pipe(Effect.provide(Testing.layer(echo, { maxMessageSize: 0 })))
+      )
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = yield* Effect.flip(exit)
+      expect(error).toBeInstanceOf(Options.InvalidOptionsError)
+      expect((error as Options.InvalidOptionsError).detail).toContain("maxMessageSize")
+    }))
+
+  it.effect("Server.serve fails with the typed error before it listens or forks", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Server.serve(echo, { heartbeatTimeoutMs: 0 }).pipe(
+        // A transport that must never be used: serve fails while decoding, before it asks for it.
+        Effect.provideService(Transport, Transport.of({
+          address: { host: "127.0.0.1", port: 0 },
+          run: () => Effect.die(new Error("the transport ran with bad options"))
+        }))
+      ))
+      expect(error._tag).toBe("InvalidOptionsError")
+      expect(error.detail).toContain("heartbeatTimeoutMs")
+    }))
+})
+
+describe("Server.layer", () => {
+  it.effect("fails to build with a bad option", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Layer.build(
+        Server.layer(echo, { inboundQueueSize: 0 }).pipe(Layer.provide(NodeTcp.layer({ port: 0, host: "127.0.0.1" })))
+      ))
+      expect(error._tag).toBe("InvalidOptionsError")
+    }).pipe(Effect.scoped))
+
+  it.live("serves over real TCP while its scope is open; closing the scope closes peers with 1001", () =>
+    Effect.gen(function*() {
+      const context = yield* Layer.build(
+        Server.layer(echo).pipe(Layer.provideMerge(NodeTcp.layer({ port: 0, host: "127.0.0.1" })))
+      )
+      const { port } = Context.get(context, Transport).address
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/echo`)
+      const closed = new Promise<number>((resolve) => ws.once("close", (code) => resolve(code)))
+      yield* Effect.promise(() => withTimeout("open", new Promise((resolve) => ws.once("open", resolve)), 5_000))
+      ws.send("through the layer")
+      const reply = yield* Effect.promise(() =>
+        withTimeout("echo", new Promise<string>((resolve) => ws.once("message", (data) => resolve(String(data)))), 5_000)
+      )
+      expect(reply).toBe("through the layer")
+      return { closed }
+    }).pipe(
+      Effect.scoped,
+      Effect.flatMap(({ closed }) => Effect.promise(() => withTimeout("close", closed, 5_000))),
+      Effect.map((code) => expect(code).toBe(1001)),
+      Effect.provideService(References.MinimumLogLevel, "Warn")
+    ))
+})
