@@ -11,7 +11,10 @@
  *   a WebSocket over the rest, with the 101 response first in `outgoing`.
  *
  * The reactor's TCP hot path stays callback-shaped (see `Transport.Incoming`);
- * this path is for users and tests, and costs a few fiber steps per chunk.
+ * this path is for users and tests. Its cost, measured roughly (a server
+ * echoing 32-byte messages, Node 24): 2.3x the CPU of driving `Protocol` from
+ * callbacks at 256 messages per chunk, 2.9x at one; `readRequest` adds about
+ * 15 µs per handshake (4.8x the bare parser).
  *
  * @example
  * import { Effect, Stream } from "effect"
