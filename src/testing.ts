@@ -1,7 +1,8 @@
 /**
  * wsreactor/testing: test an app's routes without ports or real time. The
  * server runs on the in-memory transport; clients speak WebSocket through the
- * project's own handshake and frame codecs, so tests can go down to raw bytes.
+ * project's own handshake and `Protocol` (client role), and can still send raw
+ * bytes and hostile frames.
  * Reading is event-driven, so everything works under `it.effect` and its
  * `TestClock`: deadlines fire on `TestClock.adjust`, never on a real timer.
  *
@@ -29,9 +30,11 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as CloseCode from "./domain/CloseCode.ts"
 import * as FrameDecoder from "./domain/FrameDecoder.ts"
 import * as FrameEncoder from "./domain/FrameEncoder.ts"
 import * as Handshake from "./domain/Handshake.ts"
+import { Protocol } from "./domain/Protocol.ts"
 import * as Memory from "./layers/Memory.ts"
 import type { App } from "./services/App.ts"
 import { decode, type InvalidOptionsError } from "./services/Options.ts"
@@ -127,12 +130,16 @@ export const clientFrame = (frame: FrameSpec): Uint8Array =>
     bytesOf(frame.payload)
   )
 
-const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
-  const out = new Uint8Array(a.length + b.length)
-  out.set(a)
-  out.set(b, a.length)
+const concatAll = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
   return out
 }
+const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => concatAll([a, b])
 
 // ---------------------------------------------------------------------------
 // Test client
@@ -180,10 +187,21 @@ export interface TestClient {
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && a.every((x, i) => x === b[i])
 
 const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: string | undefined): TestClient => {
-  const decoder = FrameDecoder.make({ role: "client", maxMessageSize: 2 ** 31 - 1 })
+  // The protocol's client role decodes the server's frames, keeps the closing
+  // handshake's state and masks what the client sends. Two settings keep the
+  // test in charge: pings are not answered by themselves (a test answers with
+  // `sendFrame`, or plays a dead peer), and the answer to the server's close
+  // is held until `expectClose` (or `close`) sends it.
+  const ws = new Protocol({
+    role: "client",
+    maxMessageSize: 2 ** 31 - 1,
+    maskKey: () => FIXED_MASK,
+    autoPong: false,
+    holdClose: true
+  })
   const pending: Array<ServerEvent> = []
-  let closeReceived = false
-  let closeSent = false
+  // The test answered the server's close with a close of its own choosing: the held echo stays unsent.
+  let answeredByTest = false
 
   // The server broke the protocol: reported after the events decoded before it.
   let violation: ClientError | undefined
@@ -191,7 +209,7 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
   // Decode bytes into `pending` (and `violation`).
   const feed = (bytes: Uint8Array): void => {
     if (violation !== undefined || bytes.length === 0) return
-    if (closeReceived) {
+    if (ws.closeReceived !== undefined) {
       violation = new ClientError({
         wanted: "nothing after the server's close frame",
         received: undefined,
@@ -199,8 +217,7 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
       })
       return
     }
-    const result = decoder.feed(bytes)
-    for (const event of result.events) {
+    for (const event of ws.receiveData(bytes)) {
       switch (event._tag) {
         case "Message":
           pending.push(event.binary ? { _tag: "Binary", data: event.data } : { _tag: "Text", text: textDecoder.decode(event.data) })
@@ -210,19 +227,19 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
           pending.push({ _tag: event._tag, data: event.data })
           break
         case "Close":
-          closeReceived = true
           pending.push(event)
           break
       }
     }
-    if (result.error !== undefined) {
-      violation = new ClientError({ wanted: "valid frames from the server", received: undefined, detail: result.error.message })
+    if (ws.failure !== undefined) {
+      violation = new ClientError({ wanted: "valid frames from the server", received: undefined, detail: ws.failure.message })
     }
   }
   feed(leftover)
 
   // EOF: like a real client, close our side of TCP once the server closed its side.
   const onEof = Effect.suspend(() => {
+    ws.receiveEof()
     pending.push({ _tag: "Disconnected" })
     return end.end
   })
@@ -254,10 +271,28 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
     })
 
   const write = (bytes: Uint8Array) => end.write(bytes)
+  // What the protocol queued, as one write.
+  const flush = Effect.suspend(() => {
+    const out = ws.dataToSend()
+    return out.length === 0 ? Effect.void : write(out.length === 1 ? out[0]! : concatAll(out))
+  })
   const sendFrame = (frame: FrameSpec) => write(clientFrame(frame))
+  // Once the closing handshake is under way the protocol refuses data and
+  // pings; a test may still send them (does the server ignore them?), raw.
+  const send = (binary: boolean, payload: Uint8Array | string) =>
+    Effect.suspend(() =>
+      ws.sendMessage(binary, bytesOf(payload))
+        ? flush
+        : sendFrame({ opcode: binary ? FrameDecoder.Opcode.Binary : FrameDecoder.Opcode.Text, payload })
+    )
+  const ping = (payload?: Uint8Array | string) =>
+    Effect.suspend(() => (ws.sendPing(bytesOf(payload)) ? flush : sendFrame({ opcode: FrameDecoder.Opcode.Ping, payload })))
   const close = (code?: number, reason?: string) =>
     Effect.suspend(() => {
-      closeSent = true
+      // No code: a close frame without a body (the protocol's 1005).
+      if (ws.sendClose(code ?? CloseCode.NoStatus, reason)) return flush
+      // The server's close came first: this close, with the test's code, is the answer.
+      if (ws.closeHeld) answeredByTest = true
       return write(FrameEncoder.encodeClose(code, reason, FIXED_MASK))
     })
 
@@ -287,8 +322,12 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
           return yield* Effect.fail(new ClientError({ wanted: `Close(${code ?? "any"})`, received: event }))
         }
         if (event._tag !== "Close") continue
-        // RFC 6455 §5.5.1: echo the status code back.
-        if (!closeSent) yield* close(event.code)
+        // RFC 6455 §5.5.1: send the echo of the status code the protocol holds
+        // (none when this client closed first, or the test answered already).
+        if (ws.closeHeld && !answeredByTest) {
+          ws.releaseClose()
+          yield* flush
+        }
         if (code !== undefined && event.code !== code) {
           return yield* Effect.fail(new ClientError({ wanted: `Close(${code})`, received: event }))
         }
@@ -298,11 +337,11 @@ const makeClient = (end: Memory.ClientEnd, leftover: Uint8Array, protocol: strin
 
   return {
     protocol,
-    sendText: (text) => sendFrame({ opcode: FrameDecoder.Opcode.Text, payload: text }),
-    sendBinary: (data) => sendFrame({ opcode: FrameDecoder.Opcode.Binary, payload: data }),
+    sendText: (text) => send(false, text),
+    sendBinary: (data) => send(true, data),
     sendFrame,
     sendRaw: write,
-    ping: (payload) => sendFrame({ opcode: FrameDecoder.Opcode.Ping, payload }),
+    ping,
     close,
     end: end.end,
     next,

@@ -63,6 +63,11 @@ export interface ProtocolOptions {
    * false: the close goes out at once, as RFC 6455 §5.5.1 describes.
    */
   readonly holdClose?: boolean | undefined
+  /**
+   * Answer pings by itself (RFC 6455 §5.5.2). Default true; false leaves the
+   * pong to the caller (a test client playing a peer that does not answer).
+   */
+  readonly autoPong?: boolean | undefined
 }
 
 const NO_EVENTS: ReadonlyArray<Event> = Object.freeze([])
@@ -88,6 +93,7 @@ export class Protocol {
   private readonly fragmentSize: number | undefined
   private readonly maskKey: (() => Uint8Array) | undefined
   private readonly holdClose: boolean
+  private readonly autoPong: boolean
   private output: Array<Uint8Array> = []
   private heldClose: Uint8Array | undefined = undefined
   private discarding = false
@@ -107,6 +113,7 @@ export class Protocol {
     }
     this.maskKey = options.role === "client" ? options.maskKey : undefined
     this.holdClose = options.holdClose === true
+    this.autoPong = options.autoPong !== false
   }
 
   // ---------------------------------------------------------------- receiving
@@ -129,7 +136,7 @@ export class Protocol {
       const event = events[i]!
       if (event._tag === "Ping") {
         // RFC 6455 §5.5.3: a pong with the same payload, unless our close is already out.
-        if (this.closeSent === undefined) this.push(FrameEncoder.encodePong(event.data, this.maskKey?.()))
+        if (this.autoPong && this.closeSent === undefined) this.push(FrameEncoder.encodePong(event.data, this.maskKey?.()))
       } else if (event._tag === "Close") {
         this.onCloseFrame(event.code, event.reason)
       }
@@ -225,12 +232,15 @@ export class Protocol {
   /**
    * Start the closing handshake (RFC 6455 §7.1.2). Only while open: once a
    * close frame was sent or received, the handshake is under way already.
+   * 1005 ("no status code", which §7.4.1 forbids on the wire) sends a close
+   * frame without a body, which the peer reads as 1005.
    */
   sendClose(code: number = CloseCode.Normal, reason = ""): boolean {
     if (this.state !== "Open") return false
     this.state = "Closing"
     this.closeInitiator = "local"
-    this.queueClose(code, reason, false)
+    if (code === CloseCode.NoStatus) this.queueClose(undefined, undefined, false)
+    else this.queueClose(code, reason, false)
     return true
   }
 
@@ -309,7 +319,9 @@ export class Protocol {
       return {
         code: local?.code ?? received.code ?? CloseCode.NoStatus,
         reason: local?.reason ?? received.reason,
-        wasClean: true,
+        // Clean only if our close frame went out too: an echo still held when the
+        // connection ended means one close frame was exchanged, not two (§7.1.1).
+        wasClean: this.closeSent !== undefined && this.heldClose === undefined,
         initiatedBy: this.closeInitiator ?? "peer"
       }
     }
