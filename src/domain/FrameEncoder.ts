@@ -29,6 +29,17 @@ const CONCAT_MAX = 4096
 
 const EMPTY = new Uint8Array(0)
 
+// Frames are written over every byte before anyone reads them, so they need no zeroing: on
+// Node, small ones come from Buffer's shared pool (no backing store of their own), larger ones
+// skip the memset; elsewhere a plain Uint8Array. Handed out as plain Uint8Array views, so
+// `slice()` copies as callers expect (Buffer's `slice` would not).
+const allocate: (length: number) => Uint8Array = typeof Buffer === "function" && typeof Buffer.allocUnsafe === "function"
+  ? (length) => {
+    const b = Buffer.allocUnsafe(length)
+    return new Uint8Array(b.buffer, b.byteOffset, length)
+  }
+  : (length) => new Uint8Array(length)
+
 const headerLength = (payloadLength: number, masked: boolean): number =>
   (payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10) + (masked ? 4 : 0)
 
@@ -78,7 +89,7 @@ const writeHeader = (out: Uint8Array, options: FrameOptions, payloadLength: numb
  * frameHeader({ opcode: Opcode.Binary }, 256) // 82 7e 01 00
  */
 export const frameHeader = (options: FrameOptions, payloadLength: number): Uint8Array => {
-  const out = new Uint8Array(headerLength(payloadLength, options.mask !== undefined))
+  const out = allocate(headerLength(payloadLength, options.mask !== undefined))
   writeHeader(out, options, payloadLength)
   return out
 }
@@ -110,7 +121,7 @@ export const encodeFrame = (options: FrameOptions, payload: Uint8Array): [Uint8A
  */
 export const encodeFrameConcat = (options: FrameOptions, payload: Uint8Array): Uint8Array => {
   const length = payload.length
-  const out = new Uint8Array(headerLength(length, options.mask !== undefined) + length)
+  const out = allocate(headerLength(length, options.mask !== undefined) + length)
   const at = writeHeader(out, options, length)
   out.set(payload, at)
   const mask = options.mask
