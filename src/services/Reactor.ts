@@ -45,7 +45,9 @@ export const make = <R>(
   Effect.suspend(() => {
     const session = new Session(incoming, server)
     session.listen()
-    return Effect.onExit(runSession(session, app, server, deflate), (exit) => {
+    // Suspended, so the handshake's effects are built when run and dropped once done: an idle
+    // connection's fiber keeps only what the open phase needs.
+    return Effect.onExit(Effect.suspend(() => runSession(session, app, server, deflate)), (exit) => {
       session.dispose()
       incoming.destroy()
       return exit._tag === "Failure" && !Cause.hasInterruptsOnly(exit.cause)

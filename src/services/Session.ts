@@ -65,6 +65,8 @@ type Outcome = "done" | "close-timeout" | "heartbeat"
 // Bytes held after the request head while the app decides; past this the socket is paused.
 const EARLY_BYTES_MAX = 65536
 const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
+// `early` after the Head phase: nothing is pushed to it any more, so all sessions share one.
+const NO_BYTES: Array<Uint8Array> = []
 let nextConnectionId = 1
 
 export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner {
@@ -212,7 +214,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     return Effect.callback<void>((resume) => {
       this.server.hooks.onHandshake?.(status)
       this.phase = "Discarding"
-      this.early = []
+      this.early = NO_BYTES
       this.incoming.write([bytes])
       this.incoming.end()
       this.incoming.resume()
@@ -268,7 +270,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       this.connection = new LiveConnection(this, request, peer, accept)
       this.phase = "Open"
       const early = this.early
-      this.early = []
+      this.early = NO_BYTES
       for (let i = 0; i < early.length && this.phase === "Open"; i++) this.receive(early[i]!)
       if (this.eof && this.phase === "Open") this.onEnd()
       if (this.phase === "Open") this.updateReading()
