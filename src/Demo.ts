@@ -199,7 +199,10 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
             {
               status: state?.shuttingDown === true ? "shutting-down" : "ok",
               uptimeSeconds: Math.max(0, Math.floor((now - (state?.startedAt ?? createdAt)) / 1000)),
-              connections: state?.connections.size ?? 0
+              connections: state?.connections.size ?? 0,
+              // Redis down is not a reason to take this node out of a load balancer: it still serves
+              // its own clients; the state says why other nodes' messages are missing.
+              broker: broker.status?.()
             },
             state?.shuttingDown === true ? 503 : 200
           )

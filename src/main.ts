@@ -2,7 +2,8 @@
  * `npm start`: serve the demo application on port 8888: WebSocket echo on
  * `/echo` and every other path (as the original C reactor did), the chat on
  * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
- * PORT / HOST.
+ * PORT / HOST / REDIS_URL. `--redis URL` puts the chat's rooms on Redis, so
+ * several processes or machines behave as one chat (see docs/DEPLOY.md).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -14,6 +15,7 @@ import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
+import * as Option from "effect/Option"
 import * as Demo from "./Demo.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
 import * as Broker from "./services/Broker.ts"
@@ -38,6 +40,12 @@ const deflate = Flag.Boolean("deflate").pipe(
   Flag.withDefault(false)
 )
 
+const redis = Flag.String("redis").pipe(
+  Flag.withDescription("Redis URL (redis://host:port) for topics across processes and machines (env REDIS_URL); without it, one process"),
+  Flag.withFallbackConfig(Config.String("REDIS_URL")),
+  Flag.optional
+)
+
 const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   const metrics = yield* Metrics.make
   let state: Server.ServerState | undefined
@@ -45,9 +53,12 @@ const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s), perMessageDeflate })
 })
 
-const wsreactor = Command.make("wsreactor", { port, host, deflate }, (flags) =>
+const wsreactor = Command.make("wsreactor", { port, host, deflate, redis }, (flags) =>
   serveDemo(flags.deflate).pipe(
-    Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: flags.port, host: flags.host })])
+    Effect.provide([
+      Option.match(flags.redis, { onNone: () => Broker.layerMemory, onSome: (url) => Broker.layerRedis({ url }) }),
+      NodeTcp.layer({ port: flags.port, host: flags.host })
+    ])
   )
 ).pipe(
   Command.withDescription(
