@@ -4,6 +4,9 @@
  * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
  * PORT / HOST / REDIS_URL. `--redis URL` puts the chat's rooms on Redis, so
  * several processes or machines behave as one chat (see docs/DEPLOY.md).
+ * `--workers N` (env WORKERS, 0 = one per core) runs N worker processes on
+ * one port under a supervising primary (`Cluster.ts`); without `--redis` their
+ * topics meet through the primary (`layers/Ipc.ts`).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -13,10 +16,15 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import * as Schema from "effect/Schema"
+import cluster from "node:cluster"
+import { availableParallelism } from "node:os"
 import * as Command from "effect/cli/Command"
+import type * as SocketServer from "effect/socket/SocketServer"
 import * as Flag from "effect/cli/Flag"
 import * as Option from "effect/Option"
+import * as Cluster from "./Cluster.ts"
 import * as Demo from "./Demo.ts"
+import * as IpcBroker from "./layers/Ipc.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
 import * as Broker from "./services/Broker.ts"
 import * as Metrics from "./services/Metrics.ts"
@@ -46,6 +54,12 @@ const redis = Flag.String("redis").pipe(
   Flag.optional
 )
 
+const workers = Flag.Int("workers").pipe(
+  Flag.withDescription("Worker processes sharing the port (env WORKERS; 0 = one per core; 1 = no cluster)"),
+  Flag.withFallbackConfig(Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1024 })), "WORKERS")),
+  Flag.withDefault(1)
+)
+
 const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   const metrics = yield* Metrics.make
   let state: Server.ServerState | undefined
@@ -53,13 +67,19 @@ const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s), perMessageDeflate })
 })
 
-const wsreactor = Command.make("wsreactor", { port, host, deflate, redis }, (flags) =>
-  serveDemo(flags.deflate).pipe(
-    Effect.provide([
-      Option.match(flags.redis, { onNone: () => Broker.layerMemory, onSome: (url) => Broker.layerRedis({ url }) }),
-      NodeTcp.layer({ port: flags.port, host: flags.host })
-    ])
-  )
+const wsreactor = Command.make("wsreactor", { port, host, deflate, redis, workers }, (flags): Effect.Effect<
+  void,
+  Cluster.CrashLoopError | Schema.SchemaError | SocketServer.SocketServerError
+> => {
+  const count = flags.workers === 0 ? availableParallelism() : flags.workers
+  // The primary only supervises; every worker runs this same command and serves.
+  if (count > 1 && cluster.isPrimary) return Cluster.supervise({ workers: count })
+  const broker = Option.match(flags.redis, {
+    onNone: () => (cluster.isWorker ? IpcBroker.layer : Broker.layerMemory),
+    onSome: (url) => Broker.layerRedis({ url })
+  })
+  return serveDemo(flags.deflate).pipe(Effect.provide([broker, NodeTcp.layer({ port: flags.port, host: flags.host })]))
+}
 ).pipe(
   Command.withDescription(
     "A WebSocket server (RFC 6455) on Effect: echo on /echo and any other path, a chat on /chat, the demo page on GET /, /healthz and /metrics."

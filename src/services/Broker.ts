@@ -44,7 +44,7 @@ export interface PublishResult {
  * Broker.makeMemory().status?.() // { kind: "memory", state: "local", ... }
  */
 export interface BrokerStatus {
-  readonly kind: "memory" | "redis"
+  readonly kind: "memory" | "redis" | "ipc"
   /** `local`: no bus (memory); `ready`: connected to the bus; `connecting`/`reconnecting`: not (yet). */
   readonly state: "local" | "connecting" | "ready" | "reconnecting" | "closed"
   /** This process's id on the bus (messages it published come back tagged with it and are skipped). */

@@ -1,0 +1,88 @@
+// `node src/main.ts --workers 2`: two worker processes on one port under a supervising primary.
+// The chat spans both workers without Redis (through the primary); a worker killed with SIGKILL
+// loses only its own clients and comes back; SIGTERM stops everything with 1001 and exit 0;
+// a crash loop makes the primary give up loudly.
+import { afterEach, describe, expect, it } from "@effect/vitest"
+import { type Client, cleanup, openClient, type Program, startProgram, spawnProgram } from "../support/Program.ts"
+import { withTimeout } from "../support/Timeout.ts"
+
+afterEach(cleanup)
+
+const join = (name: string) => JSON.stringify({ type: "join", name })
+const say = (text: string) => JSON.stringify({ type: "message", text })
+
+/** Worker pids from the primary's "worker N online (pid P)" lines, in order. */
+const workerPids = (program: Program) => [...program.stdout().matchAll(/online \(pid (\d+)\)/g)].map((m) => Number(m[1]))
+
+const count = (text: string, pattern: RegExp) => [...text.matchAll(pattern)].length
+
+const waitForCount = (program: Program, pattern: RegExp, n: number, ms = 10_000) =>
+  program.waitForStdout(new RegExp(`(?:[\\s\\S]*?${pattern.source}){${n}}`), ms)
+
+const joinAs = async (port: number, name: string): Promise<Client> => {
+  const client = await openClient(port, "/chat/room")
+  client.ws.send(join(name))
+  await client.waitFor(`${name} joined`, (m) => m.type === "joined" && m.name === name)
+  return client
+}
+
+/** `from` says `text`; every client in `to` receives it. */
+const reachesAll = async (from: Client, text: string, to: ReadonlyArray<Client>) => {
+  from.ws.send(say(text))
+  await Promise.all(to.map((c) => c.waitFor(`"${text}"`, (m) => m.type === "message" && m.text === text)))
+}
+
+describe("node src/main.ts --workers 2", () => {
+  it("the chat spans both workers; a worker killed with SIGKILL loses only its clients and is restarted; SIGTERM exits 0", async () => {
+    const program = await startProgram(["--port", "0", "--host", "127.0.0.1", "--workers", "2"])
+    await waitForCount(program, /listening on 127\.0\.0\.1:\d+/, 2)
+    const pids = workerPids(program)
+    expect(pids).toHaveLength(2)
+
+    // Round-robin over two workers: consecutive connections alternate.
+    const clients: Array<Client> = []
+    for (let i = 0; i < 6; i++) clients.push(await joinAs(program.port, `c${i}`))
+    for (const [i, client] of clients.entries()) await reachesAll(client, `hello from c${i}`, clients)
+
+    const closes = clients.map((c) => c.closed.then((code) => ({ c, code })))
+    process.kill(pids[0]!, "SIGKILL")
+    await program.waitForStdout(/killed by SIGKILL; restarting it in \d+ ms/)
+    await waitForCount(program, /online \(pid \d+\)/, 3)
+    await waitForCount(program, /listening on 127\.0\.0\.1:\d+/, 3)
+    // Whoever was on the killed worker saw the TCP connection drop (1006); the others stayed.
+    const settled = await withTimeout(
+      "the killed worker's clients to close",
+      Promise.race([Promise.all(closes), new Promise<null>((resolve) => setTimeout(() => resolve(null), 1_000))]),
+      5_000
+    )
+    expect(settled).toBeNull() // not everyone closed
+    const lost = clients.filter((c) => c.ws.readyState !== c.ws.OPEN)
+    const survivors = clients.filter((c) => c.ws.readyState === c.ws.OPEN)
+    expect(lost.length).toBe(3)
+    expect(survivors.length).toBe(3)
+    expect(await lost[0]!.closed).toBe(1006)
+
+    // The restarted worker serves again, and the chat still spans both workers.
+    const fresh = [await joinAs(program.port, "n0"), await joinAs(program.port, "n1")]
+    await reachesAll(survivors[0]!, "after the restart", [...survivors, ...fresh])
+    await reachesAll(fresh[0]!, "from a new client", [...survivors, ...fresh])
+    await reachesAll(fresh[1]!, "from another new client", [...survivors, ...fresh])
+    expect(workerPids(program)).toHaveLength(3)
+
+    const everyone = [...survivors, ...fresh]
+    const closed = Promise.all(everyone.map((c) => c.closed))
+    program.child.kill("SIGTERM")
+    expect(await withTimeout("clients to close", closed, 10_000)).toEqual(everyone.map(() => 1001))
+    expect(await withTimeout("the primary to exit", program.exited, 10_000)).toEqual({ code: 0, signal: null })
+    expect(count(program.stdout(), /exited with code 0/g)).toBe(2)
+  }, 60_000)
+
+  it("a crash loop (the workers cannot listen) makes the primary stop restarting and exit 1, saying why", async () => {
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) is on no interface here: every worker fails to listen.
+    const program = spawnProgram(["--port", "0", "--host", "192.0.2.1", "--workers", "2"])
+    const exit = await withTimeout("the primary to give up", program.exited, 20_000)
+    expect(exit.code).toBe(1)
+    expect(program.stdout()).toMatch(/crash loop: \d+ worker deaths within \d+ ms/)
+    expect(program.stdout()).toMatch(/restarting it in \d+ ms/)
+  }, 30_000)
+})
