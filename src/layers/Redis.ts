@@ -84,6 +84,17 @@ export const defaultOptions: typeof RedisBrokerOptions.Type = {
   connectTimeoutMs: 5000
 }
 
+/**
+ * node-redis reconnect delays: `minMs` doubling per failed attempt up to
+ * `maxMs`, plus up to `minMs` of jitter (so many nodes do not reconnect in
+ * step after a Redis restart); never gives up.
+ *
+ * @example
+ * createClient({ socket: { reconnectStrategy: reconnectStrategy(100, 5000) } })
+ */
+export const reconnectStrategy = (minMs: number, maxMs: number) => (retries: number): number =>
+  Math.min(minMs * 2 ** Math.min(retries, 20), maxMs) + Math.floor(Math.random() * minMs)
+
 /** The metric names, for dashboards and tests. */
 export const metricNames = {
   up: "wsreactor_broker_up",
@@ -163,15 +174,15 @@ export const make = (
     topicsGauge.updateUnsafe(0, context)
     bufferedGauge.updateUnsafe(0, context)
 
-    const reconnectStrategy = (retries: number) =>
-      Math.min(options.reconnectMinMs * 2 ** Math.min(retries, 20), options.reconnectMaxMs) +
-      Math.floor(Math.random() * options.reconnectMinMs)
     // The publisher fails commands at once while disconnected (we buffer ourselves, bounded);
     // the subscriber keeps node-redis' offline queue so a SUBSCRIBE issued while down is sent on reconnect.
     const publisher = createClient({
       url: options.url,
       disableOfflineQueue: true,
-      socket: { reconnectStrategy, connectTimeout: options.connectTimeoutMs }
+      socket: {
+        reconnectStrategy: reconnectStrategy(options.reconnectMinMs, options.reconnectMaxMs),
+        connectTimeout: options.connectTimeoutMs
+      }
     })
     const subscriber = publisher.duplicate({ disableOfflineQueue: false })
 
