@@ -3,7 +3,8 @@
  * forks N workers that run the same program (same argv) and share the
  * listening port (Node's round-robin: the primary accepts and hands each
  * connection to the next worker), relays topics between them
- * (`layers/Ipc.ts`), and supervises them:
+ * (`layers/Ipc.ts`) and `/healthz`/`/metrics` figures (`ClusterStats.ts`),
+ * and supervises them:
  * - a worker that dies is restarted after a backoff (`restartMinMs`, doubling
  *   with every death in the window, up to `restartMaxMs`); only its own
  *   clients are lost;
@@ -23,6 +24,7 @@ import cluster, { type Worker } from "node:cluster"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as ClusterStats from "./ClusterStats.ts"
 import * as IpcBroker from "./layers/Ipc.ts"
 
 /** The workers died too often: the primary gave up. */
@@ -77,6 +79,7 @@ export const supervise = (input: SuperviseOptions): Effect.Effect<void, CrashLoo
     cluster.setupPrimary({ serialization: "advanced" })
     const relay = IpcBroker.makeRelay()
     const live = new Set<Worker>()
+    const stats = ClusterStats.makeRelay(() => live)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     let deaths: Array<number> = []
     let stopping = false
@@ -90,6 +93,7 @@ export const supervise = (input: SuperviseOptions): Effect.Effect<void, CrashLoo
         const worker = cluster.fork()
         live.add(worker)
         relay.attach(worker)
+        stats.attach(worker)
         worker.once("online", () => log("info", `worker ${worker.id} online (pid ${worker.process.pid})`))
         worker.once("exit", (code, signal) => {
           live.delete(worker)

@@ -23,6 +23,7 @@ import type * as SocketServer from "effect/socket/SocketServer"
 import * as Flag from "effect/cli/Flag"
 import * as Option from "effect/Option"
 import * as Cluster from "./Cluster.ts"
+import * as ClusterStats from "./ClusterStats.ts"
 import * as Demo from "./Demo.ts"
 import * as IpcBroker from "./layers/Ipc.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
@@ -63,7 +64,11 @@ const workers = Flag.Int("workers").pipe(
 const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   const metrics = yield* Metrics.make
   let state: Server.ServerState | undefined
-  const app = yield* Demo.make({ metrics, state: () => state })
+  const demo = yield* Demo.make({ metrics, state: () => state })
+  // In a --workers cluster, /healthz and /metrics answer for every worker.
+  const app = cluster.isWorker
+    ? yield* ClusterStats.aggregate(demo, { metrics, state: () => state, broker: yield* Broker.Broker })
+    : demo
   return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s), perMessageDeflate })
 })
 

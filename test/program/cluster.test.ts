@@ -3,10 +3,25 @@
 // loses only its own clients and comes back; SIGTERM stops everything with 1001 and exit 0;
 // a crash loop makes the primary give up loudly.
 import { afterEach, describe, expect, it } from "@effect/vitest"
+import * as Http from "node:http"
 import { type Client, cleanup, openClient, type Program, startProgram, spawnProgram } from "../support/Program.ts"
 import { withTimeout } from "../support/Timeout.ts"
 
 afterEach(cleanup)
+
+/** GET on a fresh TCP connection (no keep-alive), so that successive requests reach different workers. */
+const getFresh = (port: number, path: string) =>
+  withTimeout(
+    `GET ${path}`,
+    new Promise<{ status: number; body: string }>((resolve, reject) => {
+      Http.get({ host: "127.0.0.1", port, path, agent: false }, (response) => {
+        let body = ""
+        response.setEncoding("utf8").on("data", (chunk: string) => (body += chunk))
+        response.on("end", () => resolve({ status: response.statusCode ?? 0, body }))
+      }).on("error", reject)
+    }),
+    5_000
+  )
 
 const join = (name: string) => JSON.stringify({ type: "join", name })
 const say = (text: string) => JSON.stringify({ type: "message", text })
@@ -43,6 +58,17 @@ describe("node src/main.ts --workers 2", () => {
     const clients: Array<Client> = []
     for (let i = 0; i < 6; i++) clients.push(await joinAs(program.port, `c${i}`))
     for (const [i, client] of clients.entries()) await reachesAll(client, `hello from c${i}`, clients)
+
+    // /healthz and /metrics answer for the whole server, whichever worker takes the request.
+    for (let i = 0; i < 4; i++) {
+      const health = JSON.parse((await getFresh(program.port, "/healthz")).body)
+      expect(health).toMatchObject({ status: "ok", connections: 6, workers: 2, workersAnswering: 2 })
+      expect(health.perWorker.map((w: { pid: number }) => w.pid).sort()).toEqual([...pids].sort())
+      const metrics = (await getFresh(program.port, "/metrics")).body
+      expect(metrics).toMatch(/^wsreactor_connections_open 6$/m)
+      expect(metrics).toMatch(/^wsreactor_workers 2$/m)
+      expect(metrics.match(/^# TYPE wsreactor_connections_open gauge$/gm)).toHaveLength(1)
+    }
 
     const closes = clients.map((c) => c.closed.then((code) => ({ c, code })))
     process.kill(pids[0]!, "SIGKILL")
