@@ -84,8 +84,9 @@ export const encodeOnce = (message: Message.Outgoing): Uint8Array => {
 
 /**
  * Local subscribers by topic, and delivery of an encoded frame to them. The
- * memory and Redis brokers share it; `onFirst`/`onLast` tell a bus-backed
- * broker when to subscribe to and unsubscribe from the topic's channel.
+ * memory, Redis and IPC brokers share it; `add` and `remove` say when a topic
+ * gains its first or loses its last subscriber, which is when a bus-backed
+ * broker subscribes to or unsubscribes from the topic's channel.
  *
  * @example
  * const local = Broker.makeLocal()
