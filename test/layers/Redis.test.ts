@@ -21,14 +21,16 @@ import { withTimeout } from "../support/Timeout.ts"
 /** A connection that records the frames the broker offered it, decoded to text. */
 const fake = (id: number) => {
   const received: Array<string> = []
+  const frames: Array<Uint8Array> = []
   const connection = {
     id,
     offerFrame: (frame: Uint8Array) => {
+      frames.push(frame)
       received.push(frameText(frame))
       return true
     }
   } as unknown as Connection
-  return { connection, received }
+  return { connection, received, frames }
 }
 
 /** The payload of one unmasked server frame (RFC 6455 §5.2), as text. */
@@ -151,6 +153,8 @@ describe("Broker.layerRedis (real redis-server)", () => {
         // Give an echo through Redis time to arrive, if there were one.
         await new Promise((resolve) => setTimeout(resolve, 100))
         for (const f of onA) expect(f.received).toEqual(["from B"])
+        // Encoded once on the receiving node: its three subscribers hold the very same bytes.
+        for (const f of onA) expect(f.frames[0]).toBe(onA[0]!.frames[0])
         expect(onB.received).toEqual(["from B"])
 
         // The last local subscriber leaving drops the node's Redis subscription.
