@@ -2,8 +2,9 @@
  * `npm start`: serve the demo application on port 8888: WebSocket echo on
  * `/echo` and every other path (as the original C reactor did), the chat on
  * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
- * PORT / HOST / REDIS_URL. `--redis URL` puts the chat's rooms on Redis, so
- * several processes or machines behave as one chat (see docs/DEPLOY.md).
+ * PORT / HOST / REDIS_URL. `--redis URL` puts the chat's rooms and presence
+ * on Redis, so several processes or machines behave as one chat (see
+ * docs/DEPLOY.md).
  * `--workers N` (env WORKERS, 0 = one per core) runs N worker processes on
  * one port under a supervising primary (`Cluster.ts`); without `--redis` their
  * topics meet through the primary (`layers/Ipc.ts`).
@@ -27,8 +28,10 @@ import * as ClusterStats from "./ClusterStats.ts"
 import * as Demo from "./Demo.ts"
 import * as IpcBroker from "./layers/Ipc.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
+import * as RedisPresence from "./layers/RedisPresence.ts"
 import * as Broker from "./services/Broker.ts"
 import * as Metrics from "./services/Metrics.ts"
+import * as Presence from "./services/Presence.ts"
 import * as Server from "./services/Server.ts"
 
 const port = Flag.Int("port").pipe(
@@ -64,7 +67,7 @@ const workers = Flag.Int("workers").pipe(
 const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
   const metrics = yield* Metrics.make
   let state: Server.ServerState | undefined
-  const demo = yield* Demo.make({ metrics, state: () => state })
+  const demo = yield* Demo.make({ metrics, state: () => state, presence: yield* Presence.Presence })
   // In a --workers cluster, /healthz and /metrics answer for every worker.
   const app = cluster.isWorker
     ? yield* ClusterStats.aggregate(demo, { metrics, state: () => state, broker: yield* Broker.Broker })
@@ -83,7 +86,13 @@ const wsreactor = Command.make("wsreactor", { port, host, deflate, redis, worker
     onNone: () => (cluster.isWorker ? IpcBroker.layer : Broker.layerMemory),
     onSome: (url) => Broker.layerRedis({ url })
   })
-  return serveDemo(flags.deflate).pipe(Effect.provide([broker, NodeTcp.layer({ port: flags.port, host: flags.host })]))
+  const presence = Option.match(flags.redis, {
+    onNone: () => Presence.layerMemory,
+    onSome: (url) => RedisPresence.layer({ url })
+  })
+  return serveDemo(flags.deflate).pipe(
+    Effect.provide([broker, presence, NodeTcp.layer({ port: flags.port, host: flags.host })])
+  )
 }
 ).pipe(
   Command.withDescription(

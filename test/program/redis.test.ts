@@ -29,7 +29,7 @@ const waitReady = async (port: number) => {
 }
 
 describe("node src/main.ts --redis", () => {
-  it("two processes on one Redis are one chat; /healthz and /metrics report the broker; a Redis restart drops no client", async () => {
+  it("two processes on one Redis are one chat (messages and presence); /healthz and /metrics report the broker; a Redis restart drops no client", async () => {
     redis = await startRedis()
     const a = await startProgram([...args, "--redis", redis.url])
     // The environment variable works as well as the flag.
@@ -40,9 +40,13 @@ describe("node src/main.ts --redis", () => {
     const bob = await openClient(b.port, "/chat/room1")
     ada.ws.send(join("Ada"))
     await ada.waitFor("Ada joined", (m) => m.type === "joined" && m.name === "Ada")
+    // Names are unique across the processes: "ada" is taken on A.
+    bob.ws.send(join("ada"))
+    await bob.waitFor("the name taken", (m) => m.type === "error" && /taken/.test(m.message))
     bob.ws.send(join("Bob"))
-    // Bob's join on B reaches Ada on A through Redis.
-    await ada.waitFor("Bob's join on A", (m) => m.type === "joined" && m.name === "Bob")
+    // Bob's join on B reaches Ada on A through Redis, with the members of both processes.
+    const bobJoined = await ada.waitFor("Bob's join on A", (m) => m.type === "joined" && m.name === "Bob")
+    expect(bobJoined).toMatchObject({ members: ["Ada", "Bob"] })
     bob.ws.send(say("hello from B"))
     ada.ws.send(say("hello from A"))
     await ada.waitFor("B's message on A", (m) => m.type === "message" && m.text === "hello from B")
