@@ -3,7 +3,8 @@
  * forks N workers that run the same program (same argv) and share the
  * listening port (Node's round-robin: the primary accepts and hands each
  * connection to the next worker), relays topics between them
- * (`layers/Ipc.ts`) and `/healthz`/`/metrics` figures (`ClusterStats.ts`),
+ * (`layers/Ipc.ts`), chat presence (`layers/IpcPresence.ts`) and
+ * `/healthz`/`/metrics` figures (`ClusterStats.ts`),
  * and supervises them:
  * - a worker that dies is restarted after a backoff (`restartMinMs`, doubling
  *   with every death in the window, up to `restartMaxMs`); only its own
@@ -26,6 +27,7 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as ClusterStats from "./ClusterStats.ts"
 import * as IpcBroker from "./layers/Ipc.ts"
+import * as IpcPresence from "./layers/IpcPresence.ts"
 
 /** The workers died too often: the primary gave up. */
 export class CrashLoopError extends Data.TaggedError("CrashLoopError")<{
@@ -80,6 +82,7 @@ export const supervise = (input: SuperviseOptions): Effect.Effect<void, CrashLoo
     const relay = IpcBroker.makeRelay()
     const live = new Set<Worker>()
     const stats = ClusterStats.makeRelay(() => live)
+    const presence = IpcPresence.makeRelay(() => live)
     const timers = new Set<ReturnType<typeof setTimeout>>()
     let deaths: Array<number> = []
     let stopping = false
@@ -94,6 +97,7 @@ export const supervise = (input: SuperviseOptions): Effect.Effect<void, CrashLoo
         live.add(worker)
         relay.attach(worker)
         stats.attach(worker)
+        presence.attach(worker)
         worker.once("online", () => log("info", `worker ${worker.id} online (pid ${worker.process.pid})`))
         worker.once("exit", (code, signal) => {
           live.delete(worker)

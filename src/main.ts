@@ -7,7 +7,7 @@
  * docs/DEPLOY.md).
  * `--workers N` (env WORKERS, 0 = one per core) runs N worker processes on
  * one port under a supervising primary (`Cluster.ts`); without `--redis` their
- * topics meet through the primary (`layers/Ipc.ts`).
+ * topics and presence meet in the primary (`layers/Ipc.ts`, `layers/IpcPresence.ts`).
  */
 import cluster from "node:cluster"
 import { availableParallelism } from "node:os"
@@ -27,6 +27,7 @@ import * as Cluster from "./Cluster.ts"
 import * as ClusterStats from "./ClusterStats.ts"
 import * as Demo from "./Demo.ts"
 import * as IpcBroker from "./layers/Ipc.ts"
+import * as IpcPresence from "./layers/IpcPresence.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
 import * as RedisPresence from "./layers/RedisPresence.ts"
 import * as Broker from "./services/Broker.ts"
@@ -87,7 +88,7 @@ const wsreactor = Command.make("wsreactor", { port, host, deflate, redis, worker
     onSome: (url) => Broker.layerRedis({ url })
   })
   const presence = Option.match(flags.redis, {
-    onNone: () => Presence.layerMemory,
+    onNone: () => (cluster.isWorker ? IpcPresence.layer : Presence.layerMemory),
     onSome: (url) => RedisPresence.layer({ url })
   })
   return serveDemo(flags.deflate).pipe(

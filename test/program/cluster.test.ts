@@ -34,11 +34,12 @@ const count = (text: string, pattern: RegExp) => [...text.matchAll(pattern)].len
 const waitForCount = (program: Program, pattern: RegExp, n: number, ms = 10_000) =>
   program.waitForStdout(new RegExp(`(?:[\\s\\S]*?${pattern.source}){${n}}`), ms)
 
-const joinAs = async (port: number, name: string): Promise<Client> => {
+/** Open a chat client and join; resolves with the client and the members its "joined" listed. */
+const joinAs = async (port: number, name: string): Promise<Client & { readonly members: ReadonlyArray<string> }> => {
   const client = await openClient(port, "/chat/room")
   client.ws.send(join(name))
-  await client.waitFor(`${name} joined`, (m) => m.type === "joined" && m.name === name)
-  return client
+  const joined = await client.waitFor(`${name} joined`, (m) => m.type === "joined" && m.name === name) as { members: Array<string> }
+  return { ...client, members: joined.members }
 }
 
 /** `from` says `text`; every client in `to` receives it. */
@@ -55,8 +56,15 @@ describe("node src/main.ts --workers 2", () => {
     expect(pids).toHaveLength(2)
 
     // Round-robin over two workers: consecutive connections alternate.
-    const clients: Array<Client> = []
+    const clients: Array<Client & { readonly members: ReadonlyArray<string> }> = []
     for (let i = 0; i < 6; i++) clients.push(await joinAs(program.port, `c${i}`))
+    // Presence spans the workers too: one member list, one set of names.
+    expect(clients[5]!.members).toEqual(["c0", "c1", "c2", "c3", "c4", "c5"])
+    const impostor = await openClient(program.port, "/chat/room")
+    impostor.ws.send(join("C0"))
+    await impostor.waitFor("the name taken", (m) => m.type === "error" && /taken/.test(m.message))
+    impostor.ws.close()
+    await withTimeout("the impostor's close", impostor.closed, 5_000)
     for (const [i, client] of clients.entries()) await reachesAll(client, `hello from c${i}`, clients)
 
     // /healthz and /metrics answer for the whole server, whichever worker takes the request.
@@ -90,6 +98,9 @@ describe("node src/main.ts --workers 2", () => {
 
     // The restarted worker serves again, and the chat still spans both workers.
     const fresh = [await joinAs(program.port, "n0"), await joinAs(program.port, "n1")]
+    // The killed worker's members left the room with it.
+    const survivorNames = clients.filter((c) => survivors.includes(c)).map((c) => `c${clients.indexOf(c)}`)
+    expect(fresh[1]!.members).toEqual([...survivorNames, "n0", "n1"])
     await reachesAll(survivors[0]!, "after the restart", [...survivors, ...fresh])
     await reachesAll(fresh[0]!, "from a new client", [...survivors, ...fresh])
     await reachesAll(fresh[1]!, "from another new client", [...survivors, ...fresh])
