@@ -1,6 +1,6 @@
 // Presence on a real redis-server: two nodes see one room; names are unique across nodes;
 // joins and leaves reach the other node; a node killed with SIGKILL leaves within the expiry.
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, onTestFinished } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
@@ -82,6 +82,7 @@ describe("RedisPresence (real redis-server)", () => {
       [fileURLToPath(new URL("../support/presence-node.ts", import.meta.url)), redis.url, "p:", String(ttlMs), "room", "Cy"],
       { stdio: ["ignore", "pipe", "inherit"] }
     )
+    onTestFinished(() => void node.kill("SIGKILL")) // even if the test times out
     try {
       const events = await run(Scope.provide(a.presence.subscribe("room"), a.scope))
       // B sweeps the room too (it has a listener): still one Left per node, whoever sweeps first.

@@ -12,6 +12,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Net from "node:net"
+import { onTestFinished } from "vitest"
 import { withTimeout } from "./Timeout.ts"
 
 export interface RedisServer {
@@ -68,6 +69,15 @@ const killChild = (child: ChildProcess): Promise<void> => {
 export const startRedis = async (chosen?: number): Promise<RedisServer> => {
   const port = chosen ?? await freePort()
   let child: ChildProcess | undefined = await launch(port)
+  // A test that times out never reaches its `finally`: stop the server when the test ends, however it
+  // ends. (Outside a test, in `beforeAll`, there is no current test: the caller's `afterAll` stops it.)
+  try {
+    onTestFinished(() => {
+      if (child !== undefined) child.kill("SIGKILL")
+    })
+  } catch {
+    // not inside a test
+  }
   return {
     port,
     url: `redis://127.0.0.1:${port}`,
