@@ -18,13 +18,16 @@
 import { readFileSync } from "node:fs"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { Broker } from "./services/Broker.ts"
 import type { Connection } from "./services/Connection.ts"
 import * as Metrics from "./services/Metrics.ts"
 import * as Middleware from "./services/Middleware.ts"
 import type { App } from "./services/App.ts"
+import * as Presence from "./services/Presence.ts"
 import * as Router from "./services/Router.ts"
 import type { HttpResponse, ServerState } from "./services/Server.ts"
 import * as Typed from "./services/Typed.ts"
@@ -86,9 +89,6 @@ const errorReply = (error: Typed.CodecError): ServerMessage => ({
   message: `invalid message: ${error.detail.replace(/\s*\n\s*/g, " ")}`
 })
 
-/** Who is in each room: connection id → name, in join order. */
-type Rooms = Map<string, Map<number, string>>
-
 const roomPattern = /^[A-Za-z0-9_-]{1,32}$/
 
 // Room names become topic names and appear on the page: keep them short and plain.
@@ -100,7 +100,7 @@ const validRoom: Router.UpgradeMiddleware<never> = (context, next) => {
 }
 
 /** The chat handler: join once with a name, then messages go to everyone in the room (sender included). */
-const chat = (broker: Broker["Service"], rooms: Rooms) =>
+const chat = (broker: Broker["Service"], presence: Presence.Presence["Service"]) =>
   Typed.handler(
     {
       incoming: ClientMessage,
@@ -112,23 +112,17 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
       Effect.gen(function*() {
         const room = conn.raw.params["room"] ?? "lobby"
         const topic = `chat:${room}`
-        let members = rooms.get(room)
         let name: string | undefined
-        const memberList = () => [...(members?.values() ?? [])]
         const publish = (message: ServerMessage) =>
           Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded))
         const reply = (message: string) => Effect.ignore(conn.send({ type: "error", message }))
-        const leave = (who: string) => Effect.suspend(() => {
-          members?.delete(conn.raw.id)
-          if (members?.size === 0) {
-            rooms.delete(room)
-            members = undefined
-          }
-          return Effect.andThen(
-            broker.unsubscribe(topic, conn.raw),
-            Effect.ignore(publish({ type: "left", name: who, members: memberList() }))
+        // The membership lives in its own scope, closed before "left" goes out (so the list is without us).
+        const leave = (who: string, membership: Scope.Closeable) =>
+          Scope.close(membership, Exit.void).pipe(
+            Effect.andThen(broker.unsubscribe(topic, conn.raw)),
+            Effect.andThen(presence.members(room)),
+            Effect.flatMap((members) => Effect.ignore(publish({ type: "left", name: who, members })))
           )
-        })
 
         yield* conn.messages.pipe(
           Stream.runForEach((message) =>
@@ -136,17 +130,18 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
               switch (message.type) {
                 case "join": {
                   if (name !== undefined) return yield* reply(`already joined as ${name}`)
-                  members = rooms.get(room)
-                  const wanted = message.name.toLowerCase()
-                  if (members !== undefined && [...members.values()].some((n) => n.toLowerCase() === wanted)) {
-                    return yield* reply(`the name ${message.name} is taken in ${room}`)
-                  }
-                  if (members === undefined) rooms.set(room, members = new Map())
-                  members.set(conn.raw.id, message.name)
+                  const membership = yield* Scope.make()
+                  // Presence (this process, or every node on Redis) keeps names unique per room.
+                  const taken = yield* presence.join(room, message.name).pipe(
+                    Scope.provide(membership),
+                    Effect.as(false),
+                    Effect.catchTag("NameTakenError", () => Effect.as(Scope.close(membership, Exit.void), true))
+                  )
+                  if (taken) return yield* reply(`the name ${message.name} is taken in ${room}`)
                   name = message.name
                   yield* broker.subscribe(topic, conn.raw)
-                  yield* Effect.addFinalizer(() => leave(message.name))
-                  return yield* publish({ type: "joined", name, members: memberList() })
+                  yield* Effect.addFinalizer(() => leave(message.name, membership))
+                  return yield* publish({ type: "joined", name, members: yield* presence.members(room) })
                 }
                 case "message": {
                   if (name === undefined) return yield* reply("join first: {\"type\":\"join\",\"name\":\"...\"}")
@@ -183,6 +178,8 @@ export interface DemoOptions {
   readonly metrics?: Metrics.ServerMetrics | undefined
   /** The running server's state (from `Server.serve`'s `onState`), for `/healthz`. */
   readonly state?: (() => ServerState | undefined) | undefined
+  /** Who is in each chat room; default: this process only (`Presence.makeMemory()`). */
+  readonly presence?: Presence.Presence["Service"] | undefined
 }
 
 /**
@@ -195,8 +192,7 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
   Effect.gen(function*() {
     const broker = yield* Broker
     const createdAt = yield* Clock.currentTimeMillis
-    const rooms: Rooms = new Map()
-    const chatHandler = chat(broker, rooms)
+    const chatHandler = chat(broker, options.presence ?? Presence.makeMemory())
     const chatOptions: Router.WsRouteOptions<never> = {
       upgrade: [validRoom],
       // A flood closes with 1008 (RFC 6455 §7.4.1) before it reaches the room.
@@ -213,7 +209,10 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
             {
               status: state?.shuttingDown === true ? "shutting-down" : "ok",
               uptimeSeconds: Math.max(0, Math.floor((now - (state?.startedAt ?? createdAt)) / 1000)),
-              connections: state?.connections.size ?? 0
+              connections: state?.connections.size ?? 0,
+              // Redis down is not a reason to take this node out of a load balancer: it still serves
+              // its own clients; the state says why other nodes' messages are missing.
+              broker: broker.status?.()
             },
             state?.shuttingDown === true ? 503 : 200
           )
