@@ -39,12 +39,21 @@ const coalesce = (chunks: ReadonlyArray<Uint8Array>, bytes: number): Uint8Array 
   return out
 }
 
-// One microtask flushes every outbox that has frames this turn.
+// One microtask flushes every outbox that has frames this turn. Scheduled through a resolved
+// promise: Node's queueMicrotask wraps every callback in an AsyncResource.
 let due: Array<Outbox> = []
+const resolved = Promise.resolve()
 const flushDue = () => {
   const outboxes = due
   due = []
-  for (let i = 0; i < outboxes.length; i++) outboxes[i]!.flush()
+  for (let i = 0; i < outboxes.length; i++) {
+    // A throw here (a user hook, a transport bug) costs that connection only, never the process.
+    try {
+      outboxes[i]!.flush()
+    } catch (defect) {
+      outboxes[i]!.fail(defect)
+    }
+  }
 }
 
 export class Outbox {
@@ -86,7 +95,7 @@ export class Outbox {
   schedule(): void {
     if (this.scheduled || this.closed) return
     this.scheduled = true
-    if (due.length === 0) queueMicrotask(flushDue)
+    if (due.length === 0) void resolved.then(flushDue)
     due.push(this)
   }
 
@@ -111,6 +120,12 @@ export class Outbox {
       }
     }
     this.wake()
+  }
+
+  /** A flush threw: stop writing and let the owner drop the connection. */
+  fail(defect: unknown): void {
+    this.closed = true
+    this.owner.onWriteDefect(defect)
   }
 
   /** Stop writing for good (TCP half-closed or dropped). */
