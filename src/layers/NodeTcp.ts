@@ -168,7 +168,9 @@ const listen = (
             // Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
             conn.setNoDelay(true)
             const incoming = new NodeIncoming(conn, live)
-            incoming.fiber = fork(Effect.ignoreCause(handler(incoming)))
+            // Nothing observes a connection fiber's exit (a failure is the reactor's to log), so no
+            // catch-all wrapper is kept on each idle connection's stack.
+            incoming.fiber = fork(handler(incoming))
           }
           onConnection = serve
           const waiting = pending ?? []
