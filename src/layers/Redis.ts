@@ -59,13 +59,12 @@ import * as Message from "../services/Message.ts"
  * @example
  * RedisBroker.layer({ url: "redis://10.0.0.5:6379", prefix: "prod:ws:", publishBuffer: 10_000 })
  */
-export const RedisBrokerOptions = Schema.Struct({
+/** How to reach Redis and who we are on it: shared by the broker and `RedisPresence`. */
+export const connectionFields = {
   /** `redis://[user:password@]host:port[/db]` or `rediss://` for TLS. */
   url: Schema.String.check(Schema.isPattern(/^rediss?:\/\//)),
-  /** Prefix of every channel name, so several applications can share one Redis. */
+  /** Prefix of every key and channel name, so several applications can share one Redis. */
   prefix: Schema.String.check(Schema.isMaxLength(256)),
-  /** Publishes kept while Redis is down (oldest dropped first); 0 = drop at once. */
-  publishBuffer: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1_000_000 })),
   /** First reconnect delay; doubles on every failed attempt. */
   reconnectMinMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 60_000 })),
   /** Longest reconnect delay. */
@@ -74,6 +73,12 @@ export const RedisBrokerOptions = Schema.Struct({
   connectTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 600_000 })),
   /** This node's id on the bus (default: 16 random bytes, base64url); 1 to 60 characters. */
   nodeId: Schema.optional(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(60)))
+}
+
+export const RedisBrokerOptions = Schema.Struct({
+  ...connectionFields,
+  /** Publishes kept while Redis is down (oldest dropped first); 0 = drop at once. */
+  publishBuffer: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 1_000_000 }))
 })
 export type RedisBrokerOptions = Partial<typeof RedisBrokerOptions.Type>
 

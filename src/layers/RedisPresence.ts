@@ -30,7 +30,7 @@ import type * as Scope from "effect/Scope"
 // never use Redis need not install it.
 import type * as RedisModule from "redis"
 import { makeListeners, NameTakenError, Presence, type PresenceEvent } from "../services/Presence.ts"
-import { reconnectStrategy } from "./Redis.ts"
+import { connectionFields, reconnectStrategy } from "./Redis.ts"
 
 /**
  * Options; every field has a default.
@@ -39,14 +39,9 @@ import { reconnectStrategy } from "./Redis.ts"
  * RedisPresence.layer({ url: "redis://10.0.0.5:6379", prefix: "prod:ws:", ttlMs: 30_000 })
  */
 export const RedisPresenceOptions = Schema.Struct({
-  url: Schema.String.check(Schema.isPattern(/^rediss?:\/\//)),
-  prefix: Schema.String.check(Schema.isMaxLength(256)),
+  ...connectionFields,
   /** A member of a node that stopped refreshing is gone after this long. */
-  ttlMs: Schema.Int.check(Schema.isBetween({ minimum: 100, maximum: 86_400_000 })),
-  reconnectMinMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 60_000 })),
-  reconnectMaxMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 600_000 })),
-  connectTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 600_000 })),
-  nodeId: Schema.optional(Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(60)))
+  ttlMs: Schema.Int.check(Schema.isBetween({ minimum: 100, maximum: 86_400_000 }))
 })
 export type RedisPresenceOptions = Partial<typeof RedisPresenceOptions.Type>
 
