@@ -269,16 +269,17 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       }, this.compressor, this)
       this.connection = new LiveConnection(this, request, peer, accept)
       this.phase = "Open"
-      const early = this.early
-      this.early = NO_BYTES
-      for (let i = 0; i < early.length && this.phase === "Open"; i++) this.receive(early[i]!)
-      if (this.eof && this.phase === "Open") this.onEnd()
-      if (this.phase === "Open") this.updateReading()
+      // Open before the first byte is read: frames that came with the request may close it at once.
       hooks.onOpen?.(this)
       if (options.heartbeatIntervalMs > 0 || options.idleTimeoutMs > 0) {
         this.liveness = new Liveness(this, this.server.deadlines, this.server.clock, options)
         this.liveness.start()
       }
+      const early = this.early
+      this.early = NO_BYTES
+      for (let i = 0; i < early.length && this.phase === "Open"; i++) this.receive(early[i]!)
+      if (this.eof && this.phase === "Open") this.onEnd()
+      if (this.phase === "Open") this.updateReading()
       // The handler's end (success or failure) starts a close; the session interrupts it once the
       // connection is closed if it is still running.
       return Effect.flatMap(Effect.exit(accept.handler(this.connection)), (exit) => {

@@ -16,6 +16,7 @@ import type { ProtocolError } from "../../src/domain/ProtocolError.ts"
 import type * as Memory from "../../src/layers/Memory.ts"
 import type { Connection } from "../../src/services/Connection.ts"
 import type { App, ConnectionHandle, Hooks } from "../../src/services/Reactor.ts"
+import type * as Server from "../../src/services/Server.ts"
 import * as Testing from "../../src/testing.ts"
 
 const utf8 = (s: string) => new TextEncoder().encode(s)
@@ -615,4 +616,27 @@ describe("defects in socket callbacks", () => {
         yield* next.expectText("still serving")
       }).pipe(Effect.provide(Testing.layer(echoApp, { hooks })))
     }))
+})
+
+describe("a connection that ends with its upgrade request", () => {
+  it.effect("upgrade request then FIN before the server read it: onOpen comes before onClose and the registry ends empty", () => {
+    const events: Array<string> = []
+    let state: Server.ServerState | undefined
+    const hooks: Hooks = {
+      onOpen: () => void events.push("open"),
+      onClose: (_, info) => void events.push(`close ${info.code}`)
+    }
+    return Effect.gen(function*() {
+      const end = yield* (yield* Testing.TestServer).open()
+      const request = new TextEncoder().encode(
+        "GET / HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+      )
+      yield* end.write(request)
+      yield* end.end
+      yield* Testing.settle
+      expect(events).toEqual(["open", "close 1006"])
+      expect(state?.connections.size).toBe(0)
+    }).pipe(Effect.provide(Testing.layer(echoApp, { hooks, onState: (s) => (state = s) })))
+  })
 })
