@@ -294,6 +294,10 @@ const stepHead = (state: HeadState, chunk: Uint8Array): HeadStep => {
   const max = state.options.maxHeaderBytes
   let { consumed, buffer, pending, start, headers } = state
   let segStart = 0
+  // Lines that lie whole in this chunk are sliced from one decoding of it (not one Buffer and
+  // one native call per line); only bytes that can still be head (under the limit) are decoded.
+  let text: string | undefined
+  const textEnd = Math.min(chunk.length, max - consumed + pending + 1)
   for (let i = 0; i < chunk.length; i++) {
     const lineLength = pending + (i - segStart)
     // this byte would make the head exceed the limit (RFC 6585 §5)
@@ -309,21 +313,24 @@ const stepHead = (state: HeadState, chunk: Uint8Array): HeadStep => {
       continue
     }
     // a complete line: pending bytes + chunk[segStart, i)
-    const segment = chunk.subarray(segStart, i)
-    let bytes = segment
+    let line: string
     if (pending > 0) {
       const merged = new Uint8Array(lineLength)
       merged.set(buffer!.bytes.subarray(0, pending))
-      merged.set(segment, pending)
-      bytes = merged
+      merged.set(chunk.subarray(segStart, i), pending)
+      let end = merged.length
+      if (end > 0 && merged[end - 1] === CR) end-- // CRLF, else bare LF (RFC 9112 §2.2)
+      line = latin1(merged.subarray(0, end))
+    } else {
+      let end = i
+      if (end > segStart && chunk[end - 1] === CR) end--
+      if (text === undefined) text = latin1(chunk.subarray(0, textEnd))
+      line = text.slice(segStart, end)
     }
     consumed += lineLength + 1
     pending = 0
     buffer = undefined
     segStart = i + 1
-    let end = bytes.length
-    if (end > 0 && bytes[end - 1] === CR) end-- // CRLF, else bare LF (RFC 9112 §2.2)
-    const line = latin1(bytes.subarray(0, end))
     if (line.includes("\r")) return { _tag: "Invalid", error: malformed("bare CR in head") }
     if (start === undefined) {
       if (line.length === 0) continue // RFC 9112 §2.2: ignore empty lines before the start line
