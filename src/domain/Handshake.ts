@@ -403,6 +403,38 @@ export const stepRequest = (parser: RequestParser, chunk: Uint8Array): RequestSt
   }
 }
 
+/**
+ * The request head as one latin1 string, as it would be sent: request line,
+ * header lines, blank line. `parseRequestHead` reads it back. A live
+ * connection keeps this one string instead of the parsed head's strings and
+ * arrays, and parses again only if the handler asks.
+ *
+ * @example
+ * formatRequestHead(request) // "GET /chat HTTP/1.1\r\nHost: example.com\r\n...\r\n\r\n"
+ */
+export const formatRequestHead = (request: HttpRequest): string => {
+  // Joined, not concatenated: one flat string, not a rope that keeps every piece alive.
+  const parts: Array<string> = [request.method, " ", request.target, " ", request.version, "\r\n"]
+  for (let i = 0; i < request.headers.length; i++) {
+    const [name, value] = request.headers[i]!
+    parts.push(name, ": ", value, "\r\n")
+  }
+  parts.push("\r\n")
+  return parts.join("")
+}
+
+/** Parse a head made by {@link formatRequestHead} (or any complete request head). */
+export const parseRequestHead = (head: string): HttpRequest | HandshakeError => {
+  const bytes = new Uint8Array(head.length)
+  for (let i = 0; i < head.length; i++) bytes[i] = head.charCodeAt(i) & 0xff
+  const step = stepRequest(initialRequestParser({ maxHeaderBytes: head.length + 1 }), bytes)
+  return step._tag === "Request"
+    ? step.request
+    : step._tag === "Invalid"
+    ? step.error
+    : fail(400, "Malformed", "incomplete request head")
+}
+
 /** A fresh response parser (client side). */
 export const initialResponseParser = (options?: Partial<ParserOptions>): ResponseParser => ({
   _tag: "ResponseParser",

@@ -23,6 +23,7 @@
 import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
@@ -68,6 +69,8 @@ const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
 // `early` after the Head phase: nothing is pushed to it any more, so all sessions share one.
 const NO_BYTES: Array<Uint8Array> = []
 let nextConnectionId = 1
+
+const afterHandler = (session: Session) => (exit: Exit.Exit<void, unknown>) => session.onHandlerExit(exit)
 
 export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner {
   phase: Phase = "Head"
@@ -269,6 +272,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       }, this.compressor, this)
       this.connection = new LiveConnection(this, request, peer, accept)
       this.phase = "Open"
+      this.head = undefined // the connection keeps what it exposes, not the parsed head
       // Open before the first byte is read: frames that came with the request may close it at once.
       hooks.onOpen?.(this)
       if (options.heartbeatIntervalMs > 0 || options.idleTimeoutMs > 0) {
@@ -282,19 +286,24 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       if (this.phase === "Open") this.updateReading()
       // The handler's end (success or failure) starts a close; the session interrupts it once the
       // connection is closed if it is still running.
-      return Effect.flatMap(Effect.exit(accept.handler(this.connection)), (exit) => {
-        this.handlerFiber = undefined
-        this.onCaughtUp()
-        if (exit._tag === "Success") this.startClose(CloseCode.Normal, "")
-        else if (!Cause.hasInterruptsOnly(exit.cause)) {
-          return Effect.andThen(
-            Effect.logError("connection handler failed", exit.cause),
-            Effect.andThen(Effect.sync(() => this.startClose(CloseCode.InternalError, "internal error")), this.awaitClosed())
-          )
-        }
-        return this.awaitClosed()
-      })
+      // (The continuation is built outside this closure: it stays on the fiber's stack for the
+      // connection's life, and a closure made here would keep the request and the decision too.)
+      return Effect.flatMap(Effect.exit(accept.handler(this.connection)), afterHandler(this))
     })
+  }
+
+  /** The handler ended (it returned, failed, or was interrupted from inside). */
+  onHandlerExit(exit: Exit.Exit<void, unknown>): Effect.Effect<void> {
+    this.handlerFiber = undefined
+    this.onCaughtUp()
+    if (exit._tag === "Success") this.startClose(CloseCode.Normal, "")
+    else if (!Cause.hasInterruptsOnly(exit.cause)) {
+      return Effect.andThen(
+        Effect.logError("connection handler failed", exit.cause),
+        Effect.andThen(Effect.sync(() => this.startClose(CloseCode.InternalError, "internal error")), this.awaitClosed())
+      )
+    }
+    return Effect.asVoid(this.awaitClosed())
   }
 
   private receive(chunk: Uint8Array): void {
@@ -593,7 +602,6 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
  */
 class LiveConnection implements Connection {
   readonly id: number
-  readonly request: Handshake.HttpRequest
   readonly path: string
   readonly protocol: string | undefined
   readonly extensions: string | undefined
@@ -601,17 +609,33 @@ class LiveConnection implements Connection {
   readonly attributes: Readonly<Record<string, unknown>>
   private readonly session: Session
   private readonly peer: Peer
+  // The request head as one string while nobody asks for it: the parsed head's strings and
+  // arrays cost an idle connection more than a kilobyte.
+  private head: Handshake.HttpRequest | string
 
   constructor(session: Session, request: Handshake.HttpRequest, peer: Peer, accept: Accept<unknown>) {
     this.id = nextConnectionId++
     this.session = session
     this.peer = peer
-    this.request = request
-    this.path = request.path
+    const head = Handshake.formatRequestHead(request)
+    this.head = head
+    // A view of the head string (it starts after "METHOD "): the parsed path would keep the
+    // whole decoded request chunk alive.
+    this.path = head.slice(request.method.length + 1, request.method.length + 1 + request.path.length)
     this.protocol = accept.protocol
     this.extensions = accept.extensions
     this.params = accept.params ?? emptyParams
     this.attributes = accept.attributes ?? emptyParams
+  }
+
+  get request(): Handshake.HttpRequest {
+    if (typeof this.head === "string") {
+      const parsed = Handshake.parseRequestHead(this.head)
+      // It parsed once already: it parses again.
+      if (parsed instanceof Handshake.HandshakeError) throw parsed
+      this.head = parsed
+    }
+    return this.head
   }
 
   get query(): URLSearchParams {
