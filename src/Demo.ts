@@ -19,6 +19,7 @@ import { readFileSync } from "node:fs"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as SchemaGetter from "effect/SchemaGetter"
 import * as Stream from "effect/Stream"
 import { Broker } from "./services/Broker.ts"
 import type { Connection } from "./services/Connection.ts"
@@ -57,8 +58,30 @@ export const echoApp: App<never> = {
 // Chat protocol
 // ---------------------------------------------------------------------------
 
-/** A display name: trimmed, 1 to 32 characters. */
-export const Name = Schema.Trim.check(Schema.isMinLength(1), Schema.isMaxLength(32))
+// Characters that render as nothing (or as a blank) and so make look-alike names: controls,
+// format characters (zero-width space and joiners, bidi overrides, U+FEFF), private use,
+// unassigned, line/paragraph separators, spaces other than U+0020, and the Hangul and braille
+// fillers that are letters or symbols by category but print blank.
+const invisible = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0\u2800]|(?! )\p{Zs}/u
+
+/**
+ * A display name: NFKC-normalised (UAX #15: full-width and compatibility forms
+ * fold to one spelling, so `Ａdmin` is `Admin`), trimmed, 1 to 32 characters,
+ * no invisible or format characters (`Admin\u200b` is refused, not a second Admin).
+ *
+ * @example
+ * Schema.decodeUnknownSync(Name)(" Ａda ") // "Ada"
+ */
+export const Name = Schema.String.pipe(
+  Schema.decode({
+    decode: SchemaGetter.transform((s: string) => s.normalize("NFKC").trim()),
+    encode: SchemaGetter.transform((s: string) => s)
+  })
+).check(
+  Schema.isMinLength(1),
+  Schema.isMaxLength(32),
+  Schema.makeFilter((s: string) => !invisible.test(s) || "names cannot contain invisible or format characters")
+)
 /** A chat message's text: 1 to 2000 characters. */
 export const Text = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(2000))
 
@@ -71,10 +94,15 @@ export type ClientMessage = typeof ClientMessage.Type
 
 const Members = Schema.Array(Schema.String)
 
-/** What the chat server sends. `time` is an ISO 8601 timestamp. */
+/**
+ * What the chat server sends. `time` is an ISO 8601 timestamp. Presence: the
+ * joiner's own `joined` carries the full member list; everyone else gets
+ * `joined`/`left` with the name only (a delta), so a join costs O(members)
+ * bytes, not O(members²).
+ */
 export const ServerMessage = Schema.Union([
-  Schema.Struct({ type: Schema.Literal("joined"), name: Schema.String, members: Members }),
-  Schema.Struct({ type: Schema.Literal("left"), name: Schema.String, members: Members }),
+  Schema.Struct({ type: Schema.Literal("joined"), name: Schema.String, members: Schema.optionalKey(Members) }),
+  Schema.Struct({ type: Schema.Literal("left"), name: Schema.String }),
   Schema.Struct({ type: Schema.Literal("message"), from: Schema.String, text: Schema.String, time: Schema.String }),
   Schema.Struct({ type: Schema.Literal("error"), message: Schema.String })
 ])
@@ -89,6 +117,20 @@ const errorReply = (error: Typed.CodecError): ServerMessage => ({
 /** Who is in each room: connection id → name, in join order. */
 type Rooms = Map<string, Map<number, string>>
 
+/** Bounds on the chat's presence state, so joins cannot grow it without end. */
+export const ChatLimits = Schema.Struct({
+  /** Members per room; a join beyond gets an error message (default 1000). */
+  maxMembersPerRoom: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })),
+  /** Rooms with members, per process; joining a new room beyond gets an error message (default 1000). */
+  maxRooms: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))
+})
+export type ChatLimits = typeof ChatLimits.Type
+
+/** The defaults of {@link ChatLimits}. */
+export const defaultChatLimits: ChatLimits = { maxMembersPerRoom: 1000, maxRooms: 1000 }
+
+const sameName = (a: string, b: string) => a.toLowerCase() === b.toLowerCase()
+
 const roomPattern = /^[A-Za-z0-9_-]{1,32}$/
 
 // Room names become topic names and appear on the page: keep them short and plain.
@@ -100,7 +142,7 @@ const validRoom: Router.UpgradeMiddleware<never> = (context, next) => {
 }
 
 /** The chat handler: join once with a name, then messages go to everyone in the room (sender included). */
-const chat = (broker: Broker["Service"], rooms: Rooms) =>
+const chat = (broker: Broker["Service"], rooms: Rooms, limits: ChatLimits) =>
   Typed.handler(
     {
       incoming: ClientMessage,
@@ -115,8 +157,8 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
         let members = rooms.get(room)
         let name: string | undefined
         const memberList = () => [...(members?.values() ?? [])]
-        const publish = (message: ServerMessage) =>
-          Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded))
+        const publish = (message: ServerMessage, except?: typeof conn.raw) =>
+          Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded, { except }))
         const reply = (message: string) => Effect.ignore(conn.send({ type: "error", message }))
         const leave = (who: string) => Effect.suspend(() => {
           members?.delete(conn.raw.id)
@@ -126,7 +168,7 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
           }
           return Effect.andThen(
             broker.unsubscribe(topic, conn.raw),
-            Effect.ignore(publish({ type: "left", name: who, members: memberList() }))
+            Effect.ignore(publish({ type: "left", name: who }))
           )
         })
 
@@ -137,16 +179,23 @@ const chat = (broker: Broker["Service"], rooms: Rooms) =>
                 case "join": {
                   if (name !== undefined) return yield* reply(`already joined as ${name}`)
                   members = rooms.get(room)
-                  const wanted = message.name.toLowerCase()
-                  if (members !== undefined && [...members.values()].some((n) => n.toLowerCase() === wanted)) {
+                  if (members === undefined && rooms.size >= limits.maxRooms) {
+                    return yield* reply(`too many rooms are open (${limits.maxRooms}): join an existing one`)
+                  }
+                  if (members !== undefined && members.size >= limits.maxMembersPerRoom) {
+                    return yield* reply(`the room ${room} is full (${limits.maxMembersPerRoom} members)`)
+                  }
+                  if (members !== undefined && [...members.values()].some((n) => sameName(n, message.name))) {
                     return yield* reply(`the name ${message.name} is taken in ${room}`)
                   }
                   if (members === undefined) rooms.set(room, members = new Map())
                   members.set(conn.raw.id, message.name)
                   name = message.name
-                  yield* broker.subscribe(topic, conn.raw)
                   yield* Effect.addFinalizer(() => leave(message.name))
-                  return yield* publish({ type: "joined", name, members: memberList() })
+                  // The full list to the joiner only, then a delta to the others.
+                  yield* conn.send({ type: "joined", name, members: memberList() })
+                  yield* broker.subscribe(topic, conn.raw)
+                  return yield* publish({ type: "joined", name }, conn.raw)
                 }
                 case "message": {
                   if (name === undefined) return yield* reply("join first: {\"type\":\"join\",\"name\":\"...\"}")
@@ -171,6 +220,13 @@ export interface DemoOptions {
   readonly metrics?: Metrics.ServerMetrics | undefined
   /** The running server's state (from `Server.serve`'s `onState`), for `/healthz`. */
   readonly state?: (() => ServerState | undefined) | undefined
+  /**
+   * Origins besides the page's own that may open the chat from a browser
+   * (`https://app.example`). Same-origin pages always may; see `Middleware.originPolicy`.
+   */
+  readonly allowOrigins?: ReadonlyArray<string> | undefined
+  /** Presence bounds (validated; defaults in {@link defaultChatLimits}). */
+  readonly chatLimits?: Partial<ChatLimits> | undefined
 }
 
 /**
@@ -184,9 +240,12 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
     const broker = yield* Broker
     const createdAt = yield* Clock.currentTimeMillis
     const rooms: Rooms = new Map()
-    const chatHandler = chat(broker, rooms)
+    const limits = Schema.decodeUnknownSync(ChatLimits)({ ...defaultChatLimits, ...options.chatLimits })
+    const chatHandler = chat(broker, rooms, limits)
     const chatOptions: Router.WsRouteOptions<never> = {
-      upgrade: [validRoom],
+      // The chat is browser-facing: a page on another site must not open it in a visitor's browser
+      // (cross-site WebSocket hijacking, RFC 6455 §10.2).
+      upgrade: [Middleware.originPolicy({ sameOriginOr: options.allowOrigins ?? [] }), validRoom],
       // A flood closes with 1008 (RFC 6455 §7.4.1) before it reaches the room.
       connection: [Middleware.rateLimit({ capacity: 20, refillPerSecond: 5 })]
     }
