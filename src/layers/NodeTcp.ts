@@ -1,11 +1,23 @@
-import * as NodeSocket from "@effect/platform-node/NodeSocket"
-import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+/**
+ * TCP and TLS transports on `node:net` / `node:tls`. The listening socket is
+ * ours (not hidden in a library), so the server can stop accepting before a
+ * graceful shutdown and hear accept errors (EMFILE at the descriptor limit),
+ * which it logs once per burst and counts in `wsreactor_accept_errors_total`.
+ *
+ * @example
+ * const TransportLive = NodeTcp.layer({ port: 8888, host: "0.0.0.0" })
+ */
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
-import * as NetAddress from "effect/net/NetAddress"
-import type * as SocketServer from "effect/socket/SocketServer"
-import type * as Net from "node:net"
-import type * as Tls from "node:tls"
+import * as Metric from "effect/Metric"
+import * as Scope from "effect/Scope"
+import * as SocketServer from "effect/socket/SocketServer"
+import * as Net from "node:net"
+import * as Tls from "node:tls"
+import { names as metricNames } from "../services/Metrics.ts"
 import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** Where to listen. `port: 0` picks a free port (see `Transport.address`). */
@@ -69,41 +81,133 @@ export const fromNetSocket = (conn: Net.Socket): Incoming => {
   }
 }
 
-const fromSocketServer = (server: SocketServer.SocketServer["Service"], requested: ListenOptions) =>
-  Transport.of({
-    address: server.address._tag === "UnixPathAddress"
-      ? { host: requested.host ?? "0.0.0.0", port: requested.port }
-      : { host: NetAddress.formatIp(server.address.address), port: server.address.port },
-    // NodeSocketServer accepts, tracks and interrupts the connection fibers; the reactor drives
-    // the Node socket itself (the Effect `Socket` is never acquired, so it adds nothing per chunk).
-    run: (handler) =>
-      server.run(() =>
-        Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (net) =>
-          net._tag === "Some"
-            ? handler(fromNetSocket(net.value))
-            : Effect.die(new Error("NodeSocketServer did not provide the net.Socket")))
-      ).pipe(Effect.orDie)
+/** Accept errors end a burst after this long without one; each burst is logged once at its start and summed at its end. */
+const acceptErrorBurstMs = 1_000
+
+const acceptErrors = Metric.counter(metricNames.acceptErrors, {
+  description: "Failed accept(2) calls (EMFILE/ENFILE at the descriptor limit: the kernel's connection is reset)",
+  incremental: true
+})
+
+const makeTransport = (
+  createServer: () => Net.Server,
+  connectionEvent: "connection" | "secureConnection",
+  requested: ListenOptions
+): Effect.Effect<Transport["Service"], SocketServer.SocketServerError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const services = yield* Effect.context<never>()
+    const runSide = Effect.runForkWith(services)
+    // Connections that arrive before `run` (or between two runs) wait here, paused.
+    const waiting = new Set<Net.Socket>()
+    let onConnection = (socket: Net.Socket) => void waiting.add(socket)
+    let listening = false
+
+    let burst: { count: number; last: number; code: string; timer: ReturnType<typeof setInterval> } | undefined
+    const onAcceptError = (error: NodeJS.ErrnoException) => {
+      acceptErrors.updateUnsafe(1, services)
+      const now = Date.now()
+      if (burst !== undefined) {
+        burst.count++
+        burst.last = now
+        return
+      }
+      const code = error.code ?? "unknown"
+      runSide(Effect.logWarning(`accept failed: ${code} (${error.message}); new connections are reset until it clears`))
+      const timer = setInterval(() => {
+        if (burst === undefined || Date.now() - burst.last < acceptErrorBurstMs) return
+        clearInterval(burst.timer)
+        runSide(Effect.logWarning(`accept errors over: ${burst.count} failed accept(s) (${burst.code}) in that burst`))
+        burst = undefined
+      }, acceptErrorBurstMs)
+      timer.unref()
+      burst = { count: 1, last: now, code, timer }
+    }
+
+    const server = createServer()
+    server.on(connectionEvent, (socket: Net.Socket) => {
+      // Until the reactor listens, an error must not reach the process as an unhandled 'error'.
+      socket.on("error", () => {})
+      socket.pause()
+      onConnection(socket)
+    })
+    if (server instanceof Tls.Server) {
+      // A failed TLS handshake (a plain-TCP client, a bad certificate) costs that socket only.
+      server.on("tlsClientError", (_error, socket) => socket.destroy())
+    }
+    yield* Effect.acquireRelease(
+      Effect.callback<void, SocketServer.SocketServerError>((resume) => {
+        const onListenError = (cause: Error) =>
+          resume(Effect.fail(new SocketServer.SocketServerError({ reason: new SocketServer.SocketServerOpenError({ cause }) })))
+        server.once("error", onListenError)
+        server.listen({ port: requested.port, host: requested.host, backlog: requested.backlog ?? 511 }, () => {
+          server.off("error", onListenError)
+          listening = true
+          // After listen, 'error' is an accept error (libuv reports it and resets the connection).
+          server.on("error", onAcceptError)
+          resume(Effect.void)
+        })
+      }),
+      () =>
+        Effect.sync(() => {
+          if (listening) server.close()
+          listening = false
+          if (burst !== undefined) clearInterval(burst.timer)
+          for (const socket of waiting) socket.destroy()
+          waiting.clear()
+        })
+    )
+    const bound = server.address()
+    const address = typeof bound === "object" && bound !== null
+      ? { host: bound.address, port: bound.port }
+      : { host: requested.host ?? "0.0.0.0", port: requested.port }
+
+    return Transport.of({
+      address,
+      run: <E, R>(handler: (incoming: Incoming) => Effect.Effect<void, E, R>) =>
+        Effect.gen(function*() {
+          const scope = yield* Scope.make()
+          const context = Context.omit(Scope.Scope)(yield* Effect.context<R>()) as Context.Context<R>
+          const track = Fiber.runIn(scope)
+          const previous = onConnection
+          onConnection = (socket) => {
+            const fiber = Effect.runForkWith(context)(
+              handler(fromNetSocket(socket)).pipe(
+                Effect.ignoreCause({ log: "Error", message: "connection handler failed" }),
+                Effect.ensuring(Effect.sync(() => socket.destroy()))
+              )
+            )
+            track(fiber)
+          }
+          for (const socket of waiting) onConnection(socket)
+          waiting.clear()
+          return yield* Effect.never.pipe(
+            Effect.ensuring(Effect.suspend(() => {
+              onConnection = previous
+              return Scope.close(scope, Exit.void)
+            }))
+          )
+        }),
+      stopAccepting: Effect.sync(() => {
+        // Close the listening socket only: accepted connections live on until the server closes them.
+        if (listening) server.close()
+        listening = false
+      })
+    })
   })
 
 /**
- * Plain TCP on `@effect/platform-node`'s `NodeSocketServer`.
+ * Plain TCP.
  *
  * @example
  * const TransportLive = NodeTcp.layer({ port: 8888, host: "0.0.0.0" })
  */
 export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServer.SocketServerError> =>
-  Layer.effect(
-    Transport,
-    Effect.map(
-      // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
-      NodeSocketServer.make({ port: options.port, host: options.host, backlog: options.backlog ?? 511, noDelay: true }),
-      (server) => fromSocketServer(server, options)
-    )
-  )
+  // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
+  Layer.effect(Transport, makeTransport(() => Net.createServer({ noDelay: true }), "connection", options))
 
 /**
- * TLS (wss://) on `NodeSocketServer.makeTls`: connections reach the reactor
- * after the TLS handshake.
+ * TLS (wss://, https://): connections reach the reactor after the TLS
+ * handshake; a client that fails it (plain TCP, a certificate it refuses) is dropped.
  *
  * @example
  * const TransportLive = NodeTcp.layerTls({ port: 8443, key, cert })
@@ -113,8 +217,5 @@ export const layerTls = (
 ): Layer.Layer<Transport, SocketServer.SocketServerError> =>
   Layer.effect(
     Transport,
-    Effect.map(
-      NodeSocketServer.makeTls({ ...options, backlog: options.backlog ?? 511, noDelay: true }),
-      (server) => fromSocketServer(server, options)
-    )
+    makeTransport(() => Tls.createServer({ ...options, noDelay: true }), "secureConnection", options)
   )

@@ -39,7 +39,9 @@ export const names = {
   closes: "wsreactor_closes_total",
   backpressure: "wsreactor_backpressure_total",
   heartbeatTimeouts: "wsreactor_heartbeat_timeouts_total",
-  protocolErrors: "wsreactor_protocol_errors_total"
+  protocolErrors: "wsreactor_protocol_errors_total",
+  /** Recorded by the Node transport (`NodeTcp`), in the same registry. */
+  acceptErrors: "wsreactor_accept_errors_total"
 } as const
 
 const counter = (name: string, description: string, attributes?: Record<string, string>) =>

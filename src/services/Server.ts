@@ -16,6 +16,7 @@ import { decodeOptions, type ServerOptions } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
+import * as Admission from "./Admission.ts"
 import { type App, type ConnectionHandle, type DeflateSupport, type Hooks, runConnection } from "./Reactor.ts"
 
 export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./Reactor.ts"
@@ -40,6 +41,14 @@ export interface ServeOptions extends Partial<ServerOptions> {
   readonly perMessageDeflate?: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
   /** Receives the live state once the server runs. */
   readonly onState?: ((state: ServerState) => void) | undefined
+  /**
+   * Connections at once (handshaking or open, from accept to close); one more
+   * gets `503` + `Retry-After` before its request is read (see `Admission`).
+   * Default 0: no cap but the process's descriptor limit.
+   */
+  readonly maxConnections?: number | undefined
+  /** The `Retry-After` (seconds) of that 503; default 5. */
+  readonly retryAfterSeconds?: number | undefined
 }
 
 const makeDeflateSupport = (
@@ -71,8 +80,10 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
  */
 export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.Effect<never, never, R | Transport> =>
   Effect.scoped(Effect.gen(function*() {
-    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, ...rest } = serveOptions
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, maxConnections, retryAfterSeconds, ...rest } =
+      serveOptions
     const options = decodeOptions(rest)
+    const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections, retryAfterSeconds }))
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const deadlines = yield* Deadlines.make
     const transport = yield* Transport
@@ -126,11 +137,15 @@ export const serve = <R>(app: App<R>, serveOptions: ServeOptions = {}): Effect.E
       }))
     }
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
-    const runFiber = yield* Effect.forkDetach(transport.run((incoming) => runConnection(incoming, app, options, hooks, deadlines, deflate)))
+    const runFiber = yield* Effect.forkDetach(transport.run((incoming) =>
+      admission.admit(incoming, runConnection(incoming, app, options, hooks, deadlines, deflate), hooks)
+    ))
     return yield* Fiber.join(runFiber).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {
           state.shuttingDown = true
+          // Stop listening first: a client that comes now is refused by the kernel, not upgraded then closed 1001.
+          if (transport.stopAccepting !== undefined) yield* transport.stopAccepting
           if (connections.size > 0) {
             yield* Effect.logInfo(`shutting down: closing ${connections.size} connection(s) with 1001`)
             const open = [...connections]

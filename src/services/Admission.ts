@@ -1,0 +1,109 @@
+/**
+ * Admission before the handshake: a server-wide cap on connections. A
+ * connection over the cap costs one canned `503 Service Unavailable` with
+ * `Retry-After` (RFC 9110 §15.6.4, §10.2.3) and no parsing at all, so a flood
+ * cannot make the server do more per connection than accept, write, close.
+ *
+ * @example
+ * const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections: 10_000 }))
+ * transport.run((incoming) => admission.admit(incoming, runConnection(incoming, ...), hooks))
+ */
+import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
+import type { Hooks } from "./Reactor.ts"
+import type { Incoming } from "./Transport.ts"
+
+/** Validated admission settings (see {@link decodeAdmissionOptions} for the defaults). */
+export const AdmissionOptions = Schema.Struct({
+  /** Connections (handshaking or open) at once; the next one gets 503. 0 = no cap (the fd limit is the cap). */
+  maxConnections: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000_000 })),
+  /** The `Retry-After` a refused client is told, in seconds. */
+  retryAfterSeconds: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400 })),
+  /** How long a refused connection may take to go away after our FIN. */
+  lingerMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60_000 }))
+})
+export type AdmissionOptions = typeof AdmissionOptions.Type
+
+/** Merge over the defaults (no cap, Retry-After 5 s, 2 s linger) and validate; throws a SchemaError at startup. */
+export const decodeAdmissionOptions = (
+  options: { readonly [K in keyof AdmissionOptions]?: AdmissionOptions[K] | undefined } = {}
+): AdmissionOptions =>
+  Schema.decodeUnknownSync(AdmissionOptions)({
+    maxConnections: options.maxConnections ?? 0,
+    retryAfterSeconds: options.retryAfterSeconds ?? 5,
+    lingerMs: options.lingerMs ?? 2_000
+  })
+
+// Refusals in progress at most: beyond, a connection is dropped without the 503, so a flood
+// cannot hold more descriptors lingering than this.
+const maxRefusing = 256
+
+export interface Admission {
+  /** Connections counted now (from accept to the end of `run`). */
+  readonly active: () => number
+  /** Run `run` for `incoming` if there is room, else refuse it with 503. */
+  readonly admit: <R>(incoming: Incoming, run: Effect.Effect<void, never, R>, hooks: Hooks) => Effect.Effect<void, never, R>
+}
+
+const encoder = new TextEncoder()
+
+/** The 503 a refused connection gets, before any byte of its request is read. */
+export const busyResponse = (retryAfterSeconds: number): Uint8Array => {
+  const body = "server busy: too many connections\n"
+  return encoder.encode(
+    "HTTP/1.1 503 Service Unavailable\r\n" +
+      `Retry-After: ${retryAfterSeconds}\r\n` +
+      "Content-Type: text/plain; charset=utf-8\r\n" +
+      `Content-Length: ${body.length}\r\n` +
+      "Connection: close\r\n\r\n" +
+      body
+  )
+}
+
+/**
+ * Write the 503, half-close, and drop the socket once the peer closed or after
+ * `lingerMs`. Reading (and discarding) until then matters: closing a socket
+ * with unread request bytes sends a reset, which can destroy the 503 in flight.
+ */
+export const refuse = (incoming: Incoming, response: Uint8Array, lingerMs: number): Effect.Effect<void> =>
+  Effect.callback<void>((resume) => {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    const done = () => {
+      if (timer === undefined) return
+      clearTimeout(timer)
+      timer = undefined
+      incoming.destroy()
+      resume(Effect.void)
+    }
+    timer = setTimeout(done, lingerMs)
+    incoming.listen(() => {}, done)
+    incoming.write([response])
+    incoming.end()
+    return Effect.sync(done)
+  })
+
+/**
+ * An admission counter.
+ *
+ * @example
+ * const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections: 2 }))
+ */
+export const make = (options: AdmissionOptions): Admission => {
+  let active = 0
+  let refusing = 0
+  const response = busyResponse(options.retryAfterSeconds)
+  return {
+    active: () => active,
+    admit: (incoming, run, hooks) =>
+      Effect.suspend(() => {
+        if (options.maxConnections > 0 && active >= options.maxConnections) {
+          hooks.onHandshake?.(503)
+          if (refusing >= maxRefusing) return Effect.sync(incoming.destroy)
+          refusing++
+          return Effect.ensuring(refuse(incoming, response, options.lingerMs), Effect.sync(() => void refusing--))
+        }
+        active++
+        return Effect.ensuring(run, Effect.sync(() => void active--))
+      })
+  }
+}
