@@ -227,6 +227,8 @@ export interface DemoOptions {
   readonly allowOrigins?: ReadonlyArray<string> | undefined
   /** Presence bounds (validated; defaults in {@link defaultChatLimits}). */
   readonly chatLimits?: Partial<ChatLimits> | undefined
+  /** Open WebSocket connections per remote address on every route (429 beyond); 0 or absent: no limit. */
+  readonly maxConnectionsPerIp?: number | undefined
 }
 
 /**
@@ -274,7 +276,10 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
     ]
     // Upgrades on any other path echo (conformance suites pick their own paths); plain HTTP is
     // routed without that catch-all, so unknown pages are 404 and WebSocket-only paths 426.
-    const withFallback = Router.make([...routes, Router.ws("/*", echo)])
+    const perIp = options.maxConnectionsPerIp ?? 0
+    const withFallback = Router.make([...routes, Router.ws("/*", echo)], {
+      upgrade: perIp > 0 ? [Middleware.connectionLimitPerIp(perIp)] : []
+    })
     const strict = Router.make(routes)
     return { http: strict.http, upgrade: withFallback.upgrade }
   })

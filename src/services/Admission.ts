@@ -8,6 +8,7 @@
  * const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections: 10_000 }))
  * transport.run((incoming) => admission.admit(incoming, runConnection(incoming, ...), hooks))
  */
+import { readFileSync } from "node:fs"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import type { Hooks } from "./Reactor.ts"
@@ -34,9 +35,35 @@ export const decodeAdmissionOptions = (
     lingerMs: options.lingerMs ?? 2_000
   })
 
-// Refusals in progress at most: beyond, a connection is dropped without the 503, so a flood
-// cannot hold more descriptors lingering than this.
-const maxRefusing = 256
+// Refusals in progress at most (an eighth of the cap, 8 to 256): beyond, a connection is dropped
+// without the 503, so a flood cannot hold more descriptors lingering than this.
+const refusingBound = (maxConnections: number) => Math.min(256, Math.max(8, Math.floor(maxConnections / 8)))
+
+/**
+ * A cap that keeps the process below its descriptor limit: libuv answers
+ * EMFILE by resetting the connections it cannot accept and Node hears
+ * nothing, so the only dependable answer is not to get there. Leaves 64
+ * descriptors for the process itself and room for the lingering refusals.
+ *
+ * @example
+ * capForFdLimit(1024) // 845
+ */
+export const capForFdLimit = (fdLimit: number): number => {
+  const usable = Math.max(1, fdLimit - 64)
+  return Math.max(1, Math.min(10_000, Math.floor((usable * 8) / 9) - 8))
+}
+
+/** The soft `RLIMIT_NOFILE` of this process (Linux: `/proc/self/limits`), if it can be read. */
+export const fdLimit = (): number | undefined => {
+  try {
+    const line = readFileSync("/proc/self/limits", "utf8").split("\n").find((l) => l.startsWith("Max open files"))
+    const soft = line?.slice("Max open files".length).trim().split(/\s+/)[0]
+    const n = soft === undefined ? NaN : Number(soft)
+    return Number.isSafeInteger(n) && n > 0 ? n : undefined
+  } catch {
+    return undefined
+  }
+}
 
 export interface Admission {
   /** Connections counted now (from accept to the end of `run`). */
@@ -91,6 +118,7 @@ export const refuse = (incoming: Incoming, response: Uint8Array, lingerMs: numbe
 export const make = (options: AdmissionOptions): Admission => {
   let active = 0
   let refusing = 0
+  const maxRefusing = refusingBound(options.maxConnections)
   const response = busyResponse(options.retryAfterSeconds)
   return {
     active: () => active,
