@@ -1,8 +1,11 @@
 /**
  * TCP and TLS transports on `node:net` / `node:tls`. The listening socket is
  * ours (not hidden in a library), so the server can stop accepting before a
- * graceful shutdown and hear accept errors (EMFILE at the descriptor limit),
- * which it logs once per burst and counts in `wsreactor_accept_errors_total`.
+ * graceful shutdown and hear the accept errors Node reports, which it logs
+ * once per burst and counts in `wsreactor_accept_errors_total`. (At EMFILE
+ * libuv itself accepts and closes the waiting connections and reports
+ * nothing: a cap below the descriptor limit, `Admission.capForFdLimit`, is
+ * what keeps the server from getting there.)
  *
  * @example
  * const TransportLive = NodeTcp.layer({ port: 8888, host: "0.0.0.0" })
@@ -89,6 +92,52 @@ const acceptErrors = Metric.counter(metricNames.acceptErrors, {
   incremental: true
 })
 
+/**
+ * Accept errors, logged once per burst: a line when the first one comes, a
+ * summary when none came for `quietMs`; every one is counted. At the
+ * descriptor limit errors come per connection attempt, and a log line each
+ * would add disk I/O to an overloaded server.
+ *
+ * @example
+ * const bursts = acceptErrorBursts({ count: () => {}, log: console.warn })
+ * server.on("error", bursts.report)
+ */
+export const acceptErrorBursts = (options: {
+  readonly count: () => void
+  readonly log: (line: string) => void
+  readonly quietMs?: number | undefined
+  readonly now?: (() => number) | undefined
+}) => {
+  const quietMs = options.quietMs ?? acceptErrorBurstMs
+  const now = options.now ?? Date.now
+  let burst: { count: number; last: number; code: string; timer: ReturnType<typeof setInterval> } | undefined
+  const end = () => {
+    if (burst === undefined) return
+    clearInterval(burst.timer)
+    options.log(`accept errors over: ${burst.count} failed accept(s) (${burst.code}) in that burst`)
+    burst = undefined
+  }
+  return {
+    report: (error: NodeJS.ErrnoException) => {
+      options.count()
+      if (burst !== undefined) {
+        burst.count++
+        burst.last = now()
+        return
+      }
+      const code = error.code ?? "unknown"
+      options.log(`accept failed: ${code} (${error.message}); new connections are reset until it clears`)
+      const timer = setInterval(() => {
+        if (burst !== undefined && now() - burst.last >= quietMs) end()
+      }, quietMs)
+      timer.unref()
+      burst = { count: 1, last: now(), code, timer }
+    },
+    /** End the current burst (with its summary), e.g. when the server closes. */
+    stop: end
+  }
+}
+
 const makeTransport = (
   createServer: () => Net.Server,
   connectionEvent: "connection" | "secureConnection",
@@ -102,27 +151,10 @@ const makeTransport = (
     let onConnection = (socket: Net.Socket) => void waiting.add(socket)
     let listening = false
 
-    let burst: { count: number; last: number; code: string; timer: ReturnType<typeof setInterval> } | undefined
-    const onAcceptError = (error: NodeJS.ErrnoException) => {
-      acceptErrors.updateUnsafe(1, services)
-      const now = Date.now()
-      if (burst !== undefined) {
-        burst.count++
-        burst.last = now
-        return
-      }
-      const code = error.code ?? "unknown"
-      runSide(Effect.logWarning(`accept failed: ${code} (${error.message}); new connections are reset until it clears`))
-      const timer = setInterval(() => {
-        if (burst === undefined || Date.now() - burst.last < acceptErrorBurstMs) return
-        clearInterval(burst.timer)
-        runSide(Effect.logWarning(`accept errors over: ${burst.count} failed accept(s) (${burst.code}) in that burst`))
-        burst = undefined
-      }, acceptErrorBurstMs)
-      timer.unref()
-      burst = { count: 1, last: now, code, timer }
-    }
-
+    const onAcceptError = acceptErrorBursts({
+      count: () => acceptErrors.updateUnsafe(1, services),
+      log: (line) => runSide(Effect.logWarning(line))
+    })
     const server = createServer()
     server.on(connectionEvent, (socket: Net.Socket) => {
       // Until the reactor listens, an error must not reach the process as an unhandled 'error'.
@@ -143,7 +175,7 @@ const makeTransport = (
           server.off("error", onListenError)
           listening = true
           // After listen, 'error' is an accept error (libuv reports it and resets the connection).
-          server.on("error", onAcceptError)
+          server.on("error", onAcceptError.report)
           resume(Effect.void)
         })
       }),
@@ -151,7 +183,7 @@ const makeTransport = (
         Effect.sync(() => {
           if (listening) server.close()
           listening = false
-          if (burst !== undefined) clearInterval(burst.timer)
+          onAcceptError.stop()
           for (const socket of waiting) socket.destroy()
           waiting.clear()
         })

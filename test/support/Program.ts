@@ -26,7 +26,7 @@ export const startProgram = async (
   args: ReadonlyArray<string>,
   options: { readonly env?: NodeJS.ProcessEnv; readonly openFiles?: number } = {}
 ): Promise<Program> => {
-  const env = { ...process.env, NO_COLOR: "1", ...options.env }
+  const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", ...options.env }
   delete env["PORT"]
   delete env["HOST"]
   const quoted = [process.execPath, "src/main.ts", ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ")
