@@ -138,6 +138,19 @@ describe("origin and connection caps", () => {
     expect((await attempt(`${base}/echo`, { origin: "https://evil.example" }))._tag).toBe("open")
   })
 
+  it("--max-connections-per-ip: one address past its share gets 429; a closed one frees its place", async () => {
+    const program = await start(["--max-connections-per-ip", "2"])
+    const url = `ws://127.0.0.1:${program.port}/echo`
+    const first = await attempt(url)
+    expect((await attempt(url))._tag).toBe("open")
+    expect(await attempt(url)).toEqual({ _tag: "refused", status: 429 })
+    if (first._tag === "open") first.ws.close(1000)
+    const deadline = Date.now() + WAIT_MS
+    let again = await attempt(url)
+    while (again._tag !== "open" && Date.now() < deadline) again = await attempt(url)
+    expect(again._tag).toBe("open")
+  })
+
   it("under `ulimit -n 128` the default cap answers 503 before descriptors run out: no connection is reset", async () => {
     const program = await start([], { openFiles: 128 })
     await program.waitForOutput(/max connections 48 \(open-files limit 128\)/)
