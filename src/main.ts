@@ -2,7 +2,9 @@
  * `npm start`: serve the demo application on port 8888: WebSocket echo on
  * `/echo` and every other path (as the original C reactor did), the chat on
  * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
- * PORT / HOST.
+ * their environment variables (PORT, HOST, TLS_CERT, TLS_KEY, ALLOW_ORIGIN, ...).
+ * With `--tls-cert` and `--tls-key` the same port speaks `wss://` and `https://`.
+ * Defaults that bound a hostile client are listed in docs/SECURITY.md.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { readFileSync } from "node:fs"
