@@ -20,6 +20,7 @@ import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
+import * as SchemaGetter from "effect/SchemaGetter"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { Broker } from "./services/Broker.ts"
@@ -60,8 +61,30 @@ export const echoApp: App<never> = {
 // Chat protocol
 // ---------------------------------------------------------------------------
 
-/** A display name: trimmed, 1 to 32 characters. */
-export const Name = Schema.Trim.check(Schema.isMinLength(1), Schema.isMaxLength(32))
+// Characters that render as nothing (or as a blank) and so make look-alike names: controls,
+// format characters (zero-width space and joiners, bidi overrides, U+FEFF), private use,
+// unassigned, line/paragraph separators, spaces other than U+0020, and the Hangul and braille
+// fillers that are letters or symbols by category but print blank.
+const invisible = /[\p{Cc}\p{Cf}\p{Co}\p{Cn}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0\u2800]|(?! )\p{Zs}/u
+
+/**
+ * A display name: NFKC-normalised (UAX #15: full-width and compatibility forms
+ * fold to one spelling, so `Ａdmin` is `Admin`), trimmed, 1 to 32 characters,
+ * no invisible or format characters (`Admin\u200b` is refused, not a second Admin).
+ *
+ * @example
+ * Schema.decodeUnknownSync(Name)(" Ａda ") // "Ada"
+ */
+export const Name = Schema.String.pipe(
+  Schema.decode({
+    decode: SchemaGetter.transform((s: string) => s.normalize("NFKC").trim()),
+    encode: SchemaGetter.transform((s: string) => s)
+  })
+).check(
+  Schema.isMinLength(1),
+  Schema.isMaxLength(32),
+  Schema.makeFilter((s: string) => !invisible.test(s) || "names cannot contain invisible or format characters")
+)
 /** A chat message's text: 1 to 2000 characters. */
 export const Text = Schema.String.check(Schema.isMinLength(1), Schema.isMaxLength(2000))
 
@@ -74,10 +97,15 @@ export type ClientMessage = typeof ClientMessage.Type
 
 const Members = Schema.Array(Schema.String)
 
-/** What the chat server sends. `time` is an ISO 8601 timestamp. */
+/**
+ * What the chat server sends. `time` is an ISO 8601 timestamp. Presence: the
+ * joiner's own `joined` carries the full member list; everyone else gets
+ * `joined`/`left` with the name only (a delta), so a join costs O(members)
+ * bytes, not O(members²).
+ */
 export const ServerMessage = Schema.Union([
-  Schema.Struct({ type: Schema.Literal("joined"), name: Schema.String, members: Members }),
-  Schema.Struct({ type: Schema.Literal("left"), name: Schema.String, members: Members }),
+  Schema.Struct({ type: Schema.Literal("joined"), name: Schema.String, members: Schema.optionalKey(Members) }),
+  Schema.Struct({ type: Schema.Literal("left"), name: Schema.String }),
   Schema.Struct({ type: Schema.Literal("message"), from: Schema.String, text: Schema.String, time: Schema.String }),
   Schema.Struct({ type: Schema.Literal("error"), message: Schema.String })
 ])
@@ -88,6 +116,23 @@ const errorReply = (error: Typed.CodecError): ServerMessage => ({
   // The Schema message, on one line ("... at [\"name\"]").
   message: `invalid message: ${error.detail.replace(/\s*\n\s*/g, " ")}`
 })
+
+/** Local members per room (this process), for the rooms cap. */
+type LocalRooms = Map<string, number>
+
+/** Bounds on the chat's presence state, so joins cannot grow it without end. */
+export const ChatLimits = Schema.Struct({
+  /** Members per room; a join beyond gets an error message (default 1000). */
+  maxMembersPerRoom: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })),
+  /** Rooms with members, per process; joining a new room beyond gets an error message (default 1000). */
+  maxRooms: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 }))
+})
+export type ChatLimits = typeof ChatLimits.Type
+
+/** The defaults of {@link ChatLimits}. */
+export const defaultChatLimits: ChatLimits = { maxMembersPerRoom: 1000, maxRooms: 1000 }
+
+const sameName = (a: string, b: string) => a.toLowerCase() === b.toLowerCase()
 
 const roomPattern = /^[A-Za-z0-9_-]{1,32}$/
 
@@ -100,7 +145,12 @@ const validRoom: Router.UpgradeMiddleware<never> = (context, next) => {
 }
 
 /** The chat handler: join once with a name, then messages go to everyone in the room (sender included). */
-const chat = (broker: Broker["Service"], presence: Presence.Presence["Service"]) =>
+const chat = (
+  broker: Broker["Service"],
+  presence: Presence.Presence["Service"],
+  localRooms: LocalRooms,
+  limits: ChatLimits
+) =>
   Typed.handler(
     {
       incoming: ClientMessage,
@@ -113,15 +163,20 @@ const chat = (broker: Broker["Service"], presence: Presence.Presence["Service"])
         const room = conn.raw.params["room"] ?? "lobby"
         const topic = `chat:${room}`
         let name: string | undefined
-        const publish = (message: ServerMessage) =>
-          Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded))
+        const publish = (message: ServerMessage, except?: typeof conn.raw) =>
+          Effect.flatMap(conn.encode(message), (encoded) => broker.publish(topic, encoded, { except }))
         const reply = (message: string) => Effect.ignore(conn.send({ type: "error", message }))
-        // The membership lives in its own scope, closed before "left" goes out (so the list is without us).
+        // The membership lives in its own scope, closed before "left" goes out.
         const leave = (who: string, membership: Scope.Closeable) =>
-          Scope.close(membership, Exit.void).pipe(
+          Effect.suspend(() => {
+            const local = (localRooms.get(room) ?? 1) - 1
+            if (local <= 0) localRooms.delete(room)
+            else localRooms.set(room, local)
+            return Scope.close(membership, Exit.void)
+          }).pipe(
             Effect.andThen(broker.unsubscribe(topic, conn.raw)),
-            Effect.andThen(presence.members(room)),
-            Effect.flatMap((members) => Effect.ignore(publish({ type: "left", name: who, members })))
+            // A delta to the others, not the whole list (N joins would cost N² otherwise).
+            Effect.andThen(Effect.ignore(publish({ type: "left", name: who })))
           )
 
         yield* conn.messages.pipe(
@@ -130,6 +185,16 @@ const chat = (broker: Broker["Service"], presence: Presence.Presence["Service"])
               switch (message.type) {
                 case "join": {
                   if (name !== undefined) return yield* reply(`already joined as ${name}`)
+                  if (!localRooms.has(room) && localRooms.size >= limits.maxRooms) {
+                    return yield* reply(`too many rooms are open (${limits.maxRooms}): join an existing one`)
+                  }
+                  const present = yield* presence.members(room)
+                  if (present.length >= limits.maxMembersPerRoom) {
+                    return yield* reply(`the room ${room} is full (${limits.maxMembersPerRoom} members)`)
+                  }
+                  if (present.some((n) => sameName(n, message.name))) {
+                    return yield* reply(`the name ${message.name} is taken in ${room}`)
+                  }
                   const membership = yield* Scope.make()
                   // Presence (this process, or every node on Redis) keeps names unique per room.
                   const taken = yield* presence.join(room, message.name).pipe(
@@ -139,9 +204,12 @@ const chat = (broker: Broker["Service"], presence: Presence.Presence["Service"])
                   )
                   if (taken) return yield* reply(`the name ${message.name} is taken in ${room}`)
                   name = message.name
-                  yield* broker.subscribe(topic, conn.raw)
+                  localRooms.set(room, (localRooms.get(room) ?? 0) + 1)
                   yield* Effect.addFinalizer(() => leave(message.name, membership))
-                  return yield* publish({ type: "joined", name, members: yield* presence.members(room) })
+                  // The full list to the joiner only, then a delta to the others.
+                  yield* conn.send({ type: "joined", name, members: yield* presence.members(room) })
+                  yield* broker.subscribe(topic, conn.raw)
+                  return yield* publish({ type: "joined", name }, conn.raw)
                 }
                 case "message": {
                   if (name === undefined) return yield* reply("join first: {\"type\":\"join\",\"name\":\"...\"}")
@@ -180,6 +248,15 @@ export interface DemoOptions {
   readonly state?: (() => ServerState | undefined) | undefined
   /** Who is in each chat room; default: this process only (`Presence.makeMemory()`). */
   readonly presence?: Presence.Presence["Service"] | undefined
+  /**
+   * Origins besides the page's own that may open the chat from a browser
+   * (`https://app.example`). Same-origin pages always may; see `Middleware.originPolicy`.
+   */
+  readonly allowOrigins?: ReadonlyArray<string> | undefined
+  /** Presence bounds (validated; defaults in {@link defaultChatLimits}). */
+  readonly chatLimits?: Partial<ChatLimits> | undefined
+  /** Open WebSocket connections per remote address on every route (429 beyond); 0 or absent: no limit. */
+  readonly maxConnectionsPerIp?: number | undefined
 }
 
 /**
@@ -192,9 +269,12 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
   Effect.gen(function*() {
     const broker = yield* Broker
     const createdAt = yield* Clock.currentTimeMillis
-    const chatHandler = chat(broker, options.presence ?? Presence.makeMemory())
+    const limits = Schema.decodeUnknownSync(ChatLimits)({ ...defaultChatLimits, ...options.chatLimits })
+    const chatHandler = chat(broker, options.presence ?? Presence.makeMemory(), new Map(), limits)
     const chatOptions: Router.WsRouteOptions<never> = {
-      upgrade: [validRoom],
+      // The chat is browser-facing: a page on another site must not open it in a visitor's browser
+      // (cross-site WebSocket hijacking, RFC 6455 §10.2).
+      upgrade: [Middleware.originPolicy({ sameOriginOr: options.allowOrigins ?? [] }), validRoom],
       // A flood closes with 1008 (RFC 6455 §7.4.1) before it reaches the room.
       connection: [Middleware.rateLimit({ capacity: 20, refillPerSecond: 5 })]
     }
@@ -228,7 +308,10 @@ export const make = (options: DemoOptions = {}): Effect.Effect<App<never>, never
     ]
     // Upgrades on any other path echo (conformance suites pick their own paths); plain HTTP is
     // routed without that catch-all, so unknown pages are 404 and WebSocket-only paths 426.
-    const withFallback = Router.make([...routes, Router.ws("/*", echo)])
+    const perIp = options.maxConnectionsPerIp ?? 0
+    const withFallback = Router.make([...routes, Router.ws("/*", echo)], {
+      upgrade: perIp > 0 ? [Middleware.connectionLimitPerIp(perIp)] : []
+    })
     const strict = Router.make(routes)
     return { http: strict.http, upgrade: withFallback.upgrade }
   })

@@ -2,7 +2,10 @@
  * `npm start`: serve the demo application on port 8888: WebSocket echo on
  * `/echo` and every other path (as the original C reactor did), the chat on
  * `/chat`, the demo page on `GET /`, `/healthz` and `/metrics`. Flags override
- * PORT / HOST / REDIS_URL. `--redis URL` puts the chat's rooms and presence
+ * their environment variables (PORT, HOST, REDIS_URL, WORKERS, TLS_CERT,
+ * TLS_KEY, ALLOW_ORIGIN, ...). With `--tls-cert` and `--tls-key` the same
+ * port speaks `wss://` and `https://`. Defaults that bound a hostile client
+ * are listed in docs/SECURITY.md. `--redis URL` puts the chat's rooms and presence
  * on Redis, so several processes or machines behave as one chat (see
  * docs/DEPLOY.md).
  * `--workers N` (env WORKERS, 0 = one per core) runs N worker processes on
@@ -10,6 +13,7 @@
  * topics and presence meet in the primary (`layers/Ipc.ts`, `layers/IpcPresence.ts`).
  */
 import cluster from "node:cluster"
+import { readFileSync } from "node:fs"
 import { availableParallelism } from "node:os"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as NodeServices from "@effect/platform-node/NodeServices"
@@ -27,6 +31,7 @@ import * as IpcBroker from "./layers/Ipc.ts"
 import * as IpcPresence from "./layers/IpcPresence.ts"
 import * as NodeTcp from "./layers/NodeTcp.ts"
 import * as RedisPresence from "./layers/RedisPresence.ts"
+import * as Admission from "./services/Admission.ts"
 import * as Broker from "./services/Broker.ts"
 import * as Metrics from "./services/Metrics.ts"
 import * as Presence from "./services/Presence.ts"
@@ -94,23 +99,133 @@ const workers = Flag.Int("workers").pipe(
   Flag.withDefault(1)
 )
 
-const serveDemo = (perMessageDeflate: boolean) => Effect.gen(function*() {
+const count = (name: string, env: string, description: string, fallback: number) =>
+  Flag.Int(name).pipe(
+    Flag.withDescription(`${description} (env ${env})`),
+    Flag.withFallbackConfig(Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000_000 })), env)),
+    Flag.withDefault(fallback)
+  )
+const maxConnections = Flag.Int("max-connections").pipe(
+  Flag.withDescription(
+    "Connections at once; more get 503 + Retry-After before the handshake (0 = no cap; default: what the open-files limit allows, at most 10000) (env MAX_CONNECTIONS)"
+  ),
+  Flag.withFallbackConfig(Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000_000 })), "MAX_CONNECTIONS")),
+  Flag.optional
+)
+const maxConnectionsPerIp = count(
+  "max-connections-per-ip",
+  "MAX_CONNECTIONS_PER_IP",
+  "Open WebSocket connections per client address; more get 429 (0 = no limit)",
+  256
+)
+const maxRoomMembers = count("max-room-members", "MAX_ROOM_MEMBERS", "Chat members per room (at least 1)", 1000)
+const maxRooms = count("max-rooms", "MAX_ROOMS", "Chat rooms with members at once (at least 1)", 1000)
+
+const allowOrigin = Flag.String("allow-origin").pipe(
+  Flag.withDescription(
+    "An origin besides the page's own allowed to open /chat from a browser, e.g. https://app.example (repeatable; env ALLOW_ORIGIN, comma-separated)"
+  ),
+  Flag.atLeast(0)
+)
+
+const tlsCert = Flag.String("tls-cert").pipe(
+  Flag.withDescription("PEM certificate (chain) file: serve wss:// and https:// (env TLS_CERT; needs --tls-key)"),
+  Flag.withFallbackConfig(Config.String("TLS_CERT")),
+  Flag.optional
+)
+const tlsKey = Flag.String("tls-key").pipe(
+  Flag.withDescription("PEM private key file for --tls-cert (env TLS_KEY)"),
+  Flag.withFallbackConfig(Config.String("TLS_KEY")),
+  Flag.optional
+)
+
+// An origin as a browser sends it: scheme, host and port only.
+const parseOrigin = (value: string): Effect.Effect<string, StartupError> =>
+  Effect.try({
+    try: () => {
+      const url = new URL(value)
+      if ((url.protocol !== "http:" && url.protocol !== "https:") || url.origin !== value.replace(/\/$/, "")) throw new Error()
+      return url.origin
+    },
+    catch: () => new StartupError({ message: `--allow-origin ${value}: expected an origin like https://app.example`, exitCode: 2 })
+  })
+
+const readPem = (flag: string, path: string) =>
+  Effect.try({
+    try: () => readFileSync(path),
+    catch: (error) => new StartupError({ message: `${flag} ${path}: ${(error as Error).message}`, exitCode: 1 })
+  })
+
+interface DemoFlags {
+  readonly deflate: boolean
+  readonly allowOrigins: ReadonlyArray<string>
+  readonly connectionCap: number
+  readonly maxConnectionsPerIp: number
+  readonly maxRoomMembers: number
+  readonly maxRooms: number
+}
+
+const serveDemo = (flags: DemoFlags) => Effect.gen(function*() {
   const metrics = yield* Metrics.make
   let state: Server.ServerState | undefined
-  const demo = yield* Demo.make({ metrics, state: () => state, presence: yield* Presence.Presence })
+  const demo = yield* Demo.make({
+    metrics,
+    state: () => state,
+    presence: yield* Presence.Presence,
+    allowOrigins: flags.allowOrigins,
+    maxConnectionsPerIp: flags.maxConnectionsPerIp,
+    chatLimits: { maxMembersPerRoom: Math.max(1, flags.maxRoomMembers), maxRooms: Math.max(1, flags.maxRooms) }
+  })
   // In a --workers cluster, /healthz and /metrics answer for every worker.
   const app = cluster.isWorker
     ? yield* ClusterStats.aggregate(demo, { metrics, state: () => state, broker: yield* Broker.Broker })
     : demo
-  return yield* Server.serve(app, { hooks: metrics.hooks, onState: (s) => (state = s), perMessageDeflate })
+  return yield* Server.serve(app, {
+    hooks: metrics.hooks,
+    onState: (s) => (state = s),
+    perMessageDeflate: flags.deflate,
+    maxConnections: flags.connectionCap
+  })
 })
 
-const wsreactor = Command.make("wsreactor", { port, host, deflate, redis, workers }, (flags) =>
+const flags = {
+  port,
+  host,
+  deflate,
+  redis,
+  workers,
+  allowOrigin,
+  maxConnections,
+  maxConnectionsPerIp,
+  maxRoomMembers,
+  maxRooms,
+  tlsCert,
+  tlsKey
+}
+
+const wsreactor = Command.make("wsreactor", flags, (flags) =>
   Effect.gen(function*() {
     const listenPort = yield* resolvePort(flags.port)
+    const fromEnv = yield* Config.String("ALLOW_ORIGIN").pipe(Config.withDefault(""))
+    const listed = [...flags.allowOrigin, ...fromEnv.split(",")].map((o) => o.trim()).filter((o) => o.length > 0)
+    const allowOrigins = yield* Effect.forEach(listed, parseOrigin)
+    const cert = Option.getOrUndefined(flags.tlsCert)
+    const key = Option.getOrUndefined(flags.tlsKey)
+    if ((cert === undefined) !== (key === undefined)) {
+      return yield* new StartupError({ message: "--tls-cert and --tls-key go together", exitCode: 2 })
+    }
     const count = flags.workers === 0 ? availableParallelism() : flags.workers
     // The primary only supervises; every worker runs this same command and serves.
     if (count > 1 && cluster.isPrimary) return yield* Cluster.supervise({ workers: count })
+    const listen = { port: listenPort, host: flags.host }
+    const transport = cert !== undefined && key !== undefined
+      ? NodeTcp.layerTls({ ...listen, cert: yield* readPem("--tls-cert", cert), key: yield* readPem("--tls-key", key) })
+      : NodeTcp.layer(listen)
+    if (cert !== undefined) yield* Effect.logInfo("TLS on: wss:// and https://")
+    // Past the open-files limit libuv resets new connections silently: cap below it by default.
+    const limit = Admission.fdLimit()
+    const connectionCap = Option.getOrElse(flags.maxConnections, () => Admission.capForFdLimit(limit ?? 1024))
+    yield* Effect.logInfo(`max connections ${connectionCap === 0 ? "unlimited" : connectionCap} (open-files limit ${limit ?? "unknown"})`)
     const broker = Option.match(flags.redis, {
       onNone: () => (cluster.isWorker ? IpcBroker.layer : Broker.layerMemory),
       onSome: (url) => Broker.layerRedis({ url })
@@ -119,8 +234,8 @@ const wsreactor = Command.make("wsreactor", { port, host, deflate, redis, worker
       onNone: () => (cluster.isWorker ? IpcPresence.layer : Presence.layerMemory),
       onSome: (url) => RedisPresence.layer({ url })
     })
-    return yield* serveDemo(flags.deflate).pipe(
-      Effect.provide([broker, presence, NodeTcp.layer({ port: listenPort, host: flags.host })]),
+    return yield* serveDemo({ ...flags, allowOrigins, connectionCap }).pipe(
+      Effect.provide([broker, presence, transport]),
       Effect.catchTag("SocketServerError", (error) =>
         Effect.fail(
           new StartupError({ message: `cannot listen on ${flags.host}:${listenPort}: ${why(error.reason.cause)}`, exitCode: 1 })

@@ -43,8 +43,8 @@ afterAll(async () => {
   await server.close()
 })
 
-const connect = (path: string): Promise<Client> => {
-  const ws = new WebSocket(`ws://127.0.0.1:${server.port}${path}`)
+const connect = (path: string, options: { readonly port?: number; readonly origin?: string } = {}): Promise<Client> => {
+  const ws = new WebSocket(`ws://127.0.0.1:${options.port ?? server.port}${path}`, { origin: options.origin })
   clients.add(ws)
   const received: Array<any> = []
   const waiting: Array<(value: any) => void> = []
@@ -76,8 +76,8 @@ const connect = (path: string): Promise<Client> => {
   )
 }
 
-const join = async (path: string, name: string): Promise<Client> => {
-  const client = await connect(path)
+const join = async (path: string, name: string, port?: number): Promise<Client> => {
+  const client = await connect(path, { port })
   client.send({ type: "join", name })
   const joined = await client.next()
   expect(joined).toMatchObject({ type: "joined", name: name.trim() })
@@ -108,8 +108,9 @@ describe("chat on /chat", () => {
     const bob = await connect("/chat")
     bob.send({ type: "join", name: "Bob" })
     // Everyone in the room (Bob included) learns who joined and who is there.
+    // The joiner gets the full list; the others only the delta.
     expect(await bob.next()).toEqual({ type: "joined", name: "Bob", members: ["Ada", "Bob"] })
-    expect(await ada.next()).toEqual({ type: "joined", name: "Bob", members: ["Ada", "Bob"] })
+    expect(await ada.next()).toEqual({ type: "joined", name: "Bob" })
 
     const before = Date.now()
     ada.send({ type: "message", text: "hello Bob" })
@@ -126,7 +127,7 @@ describe("chat on /chat", () => {
 
     bob.ws.close(1000, "bye")
     expect((await withTimeout("close", bob.closed)).code).toBe(1000)
-    expect(await ada.next()).toEqual({ type: "left", name: "Bob", members: ["Ada"] })
+    expect(await ada.next()).toEqual({ type: "left", name: "Bob" })
     ada.ws.close(1000)
     await withTimeout("close", ada.closed)
   })
@@ -185,6 +186,113 @@ describe("chat on /chat", () => {
     expect(status).toBe(400)
     red.ws.close(1000)
     blue.ws.close(1000)
+  })
+})
+
+/** The HTTP status of an upgrade the server refuses (the test fails if it is accepted). */
+const refusedStatus = (url: string, origin?: string) =>
+  withTimeout(
+    "unexpected-response",
+    new Promise<number>((resolve, reject) => {
+      const ws = new WebSocket(url, { origin })
+      ws.on("error", () => {}) // ws reports the refused upgrade as an error too
+      ws.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0))
+      ws.once("open", () => (ws.terminate(), reject(new Error("upgrade should have been refused"))))
+    })
+  )
+
+const closeAll = async (...list: ReadonlyArray<Client>) => {
+  for (const c of list) c.ws.close(1000)
+  await withTimeout("close", Promise.all(list.map((c) => c.closed)))
+}
+
+describe("chat security", () => {
+  it("a page on another site cannot open the chat (403); same-origin pages and non-browser clients can", async () => {
+    const url = `ws://127.0.0.1:${server.port}/chat`
+    expect(await refusedStatus(url, "https://evil.example")).toBe(403)
+    expect(await refusedStatus(`ws://127.0.0.1:${server.port}/chat/room`, "null")).toBe(403)
+    const own = await connect("/chat", { origin: `http://127.0.0.1:${server.port}` })
+    const cli = await connect("/chat")
+    // Echo carries no credentials and conformance suites send any Origin: it stays open.
+    const echo = await connect("/echo", { origin: "https://evil.example" })
+    await closeAll(own, cli, echo)
+  })
+
+  it("presence: 40 joins cost the others one short delta each, not the whole list", async () => {
+    const room = "/chat/crowd"
+    const members: Array<Client> = []
+    let presenceBytes = 0
+    for (let i = 0; i < 40; i++) {
+      const client = await connect(room)
+      client.ws.on("message", (data) => (presenceBytes += (data as Buffer).length))
+      client.send({ type: "join", name: `member-${i}` })
+      const own = await client.next()
+      expect(own.members).toHaveLength(i + 1)
+      for (const other of members) expect(await other.next()).toEqual({ type: "joined", name: `member-${i}` })
+      members.push(client)
+    }
+    // Full lists to every member on every join grow as N³; the joiner's list plus one delta per member as N².
+    expect(presenceBytes).toBeLessThan(80_000) // measured: ~39 KB
+    await closeAll(...members)
+  })
+
+  it("names are NFKC-normalised and invisible characters are refused: no look-alike Admin", async () => {
+    const admin = await join("/chat/names", "Admin")
+    const zeroWidth = await connect("/chat/names")
+    zeroWidth.send({ type: "join", name: "Admin\u200b" })
+    expect((await zeroWidth.next()).message).toMatch(/invisible or format characters/)
+    zeroWidth.send({ type: "join", name: "Ad\u2060min" }) // word joiner
+    expect((await zeroWidth.next()).message).toMatch(/invisible or format characters/)
+    zeroWidth.send({ type: "join", name: "\u3164" }) // Hangul filler: a letter that prints blank
+    expect((await zeroWidth.next()).type).toBe("error")
+    zeroWidth.send({ type: "join", name: "Ａｄｍｉｎ" }) // full-width: NFKC folds it to Admin
+    expect((await zeroWidth.next()).message).toMatch(/the name Admin is taken/)
+    zeroWidth.send({ type: "join", name: " ｆｕｌｌ " })
+    expect(await zeroWidth.next()).toEqual({ type: "joined", name: "full", members: ["Admin", "full"] })
+    await closeAll(admin, zeroWidth)
+  })
+
+  describe("with small caps and an allowed origin", () => {
+    let capped: RunningServer
+    beforeAll(async () => {
+      const app = Effect.runSync(
+        Demo.make({ chatLimits: { maxMembersPerRoom: 2, maxRooms: 2 }, allowOrigins: ["https://app.example"] }).pipe(
+          Effect.provideService(Broker.Broker, Broker.makeMemory())
+        )
+      )
+      capped = await startServer(app)
+    })
+    afterAll(() => capped.close())
+
+    it("a full room and a room beyond the cap answer with a clear error; an emptied room frees its place", async () => {
+      const a = await join("/chat/one", "A", capped.port)
+      const b = await join("/chat/one", "B", capped.port)
+      const c = await connect("/chat/one", { port: capped.port })
+      c.send({ type: "join", name: "C" })
+      expect((await c.next()).message).toBe("the room one is full (2 members)")
+      const d = await join("/chat/two", "D", capped.port)
+      const e = await connect("/chat/three", { port: capped.port })
+      e.send({ type: "join", name: "E" })
+      expect((await e.next()).message).toBe("too many rooms are open (2): join an existing one")
+      await closeAll(d)
+      await eventually(async () => {
+        e.send({ type: "join", name: "E" })
+        expect(await e.next()).toEqual({ type: "joined", name: "E", members: ["E"] })
+      })
+      await closeAll(a, b, c, e)
+    })
+
+    it("an allowed origin may open the chat; others may not", async () => {
+      const allowed = await connect("/chat", { port: capped.port, origin: "https://app.example" })
+      expect(await refusedStatus(`ws://127.0.0.1:${capped.port}/chat`, "https://other.example")).toBe(403)
+      await closeAll(allowed)
+    })
+  })
+
+  it("Demo.make refuses invalid limits", () => {
+    expect(() =>
+      Effect.runSync(Demo.make({ chatLimits: { maxRooms: 0 } }).pipe(Effect.provideService(Broker.Broker, Broker.makeMemory())))
+    ).toThrow()
   })
 })
 
@@ -272,7 +380,7 @@ describe("HTTP", () => {
     await withTimeout("close", client.closed)
     await eventually(async () => {
       const after = await scrape()
-      expect(metricValue(after, `wsreactor_closes_total{code="4001"}`)).toBe(1)
+      expect(metricValue(after, `wsreactor_closes_total{code="4xxx"}`)).toBe(1)
       expect(metricValue(after, "wsreactor_connections_open")).toBe(state!.connections.size)
     })
   })

@@ -183,7 +183,10 @@ const makePair = (
 export const layer: Layer.Layer<Transport | MemoryNetwork> = Layer.effectContext(
   Effect.gen(function*() {
     const pending = yield* Queue.unbounded<Incoming>()
+    let accepting = true
     const transport = Transport.of({
+      // Like closing a listening socket: later connects are refused (the client end is dropped at once).
+      stopAccepting: Effect.sync(() => void (accepting = false)),
       address: { host: "memory", port: 0 },
       run: (handler) =>
         Effect.gen(function*() {
@@ -197,6 +200,10 @@ export const layer: Layer.Layer<Transport | MemoryNetwork> = Layer.effectContext
       connect: (options) =>
         Effect.gen(function*() {
           const { client, server } = yield* makePair(options?.receiveWindow ?? Infinity, options?.remoteAddress ?? "memory")
+          if (!accepting) {
+            yield* client.destroy
+            return client
+          }
           yield* Queue.offer(pending, server)
           return client
         })

@@ -3,7 +3,12 @@
  * is the epoll reactor of the original design: each accepted socket gets one
  * fiber (the connection's), forked straight from the accept callback, and an
  * `Incoming` whose methods live on a prototype, so an idle connection costs
- * little more than Node's own socket.
+ * little more than Node's own socket. The listening socket is ours, so the
+ * server can stop accepting before a graceful shutdown and hear the accept
+ * errors Node reports, logged once per burst and counted in
+ * `wsreactor_accept_errors_total`. (At EMFILE libuv itself accepts and closes
+ * the waiting connections and reports nothing: a cap below the descriptor
+ * limit, `Admission.capForFdLimit`, keeps the server from getting there.)
  *
  * @example
  * const TransportLive = NodeTcp.layer({ port: 8888, host: "0.0.0.0" })
@@ -12,10 +17,12 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import * as SocketServer from "effect/socket/SocketServer"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
+import { names as metricNames } from "../services/Metrics.ts"
 import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** Where to listen. `port: 0` picks a free port (see `Transport.address`). */
@@ -111,6 +118,60 @@ export class NodeIncoming implements Incoming {
 /** The reactor's view of a Node socket (see `Incoming`). */
 export const fromNetSocket = (conn: Net.Socket): Incoming => new NodeIncoming(conn)
 
+/** Accept errors end a burst after this long without one; each burst is logged once at its start and summed at its end. */
+const acceptErrorBurstMs = 1_000
+
+const acceptErrors = Metric.counter(metricNames.acceptErrors, {
+  description: "Failed accept(2) calls (EMFILE/ENFILE at the descriptor limit: the kernel's connection is reset)",
+  incremental: true
+})
+
+/**
+ * Accept errors, logged once per burst: a line when the first one comes, a
+ * summary when none came for `quietMs`; every one is counted. At the
+ * descriptor limit errors come per connection attempt, and a log line each
+ * would add disk I/O to an overloaded server.
+ *
+ * @example
+ * const bursts = acceptErrorBursts({ count: () => {}, log: console.warn })
+ * server.on("error", bursts.report)
+ */
+export const acceptErrorBursts = (options: {
+  readonly count: () => void
+  readonly log: (line: string) => void
+  readonly quietMs?: number | undefined
+  readonly now?: (() => number) | undefined
+}) => {
+  const quietMs = options.quietMs ?? acceptErrorBurstMs
+  const now = options.now ?? Date.now
+  let burst: { count: number; last: number; code: string; timer: ReturnType<typeof setInterval> } | undefined
+  const end = () => {
+    if (burst === undefined) return
+    clearInterval(burst.timer)
+    options.log(`accept errors over: ${burst.count} failed accept(s) (${burst.code}) in that burst`)
+    burst = undefined
+  }
+  return {
+    report: (error: NodeJS.ErrnoException) => {
+      options.count()
+      if (burst !== undefined) {
+        burst.count++
+        burst.last = now()
+        return
+      }
+      const code = error.code ?? "unknown"
+      options.log(`accept failed: ${code} (${error.message}); new connections are reset until it clears`)
+      const timer = setInterval(() => {
+        if (burst !== undefined && now() - burst.last >= quietMs) end()
+      }, quietMs)
+      timer.unref()
+      burst = { count: 1, last: now(), code, timer }
+    },
+    /** End the current burst (with its summary), e.g. when the server closes. */
+    stop: end
+  }
+}
+
 const openError = (cause: unknown) =>
   new SocketServer.SocketServerError({ reason: new SocketServer.SocketServerOpenError({ cause }) })
 
@@ -129,27 +190,39 @@ const listen = (
     // Accepted before `run` started: paused, served once it does.
     let pending: Array<Net.Socket> | undefined = []
     let onConnection = (conn: Net.Socket) => {
+      conn.on("error", ignoreError)
       conn.pause()
       pending?.push(conn)
     }
     server.on(connectionEvent, (conn: Net.Socket) => onConnection(conn))
+    if (server instanceof Tls.Server) {
+      // A failed TLS handshake (a plain-TCP client, a bad certificate) costs that socket only.
+      server.on("tlsClientError", (_error, socket) => socket.destroy())
+    }
+    const services = yield* Effect.context<never>()
+    const onAcceptError = acceptErrorBursts({
+      count: () => acceptErrors.updateUnsafe(1, services),
+      log: (line) => Effect.runForkWith(services)(Effect.logWarning(line))
+    })
+    let listening = false
     yield* Effect.callback<void, SocketServer.SocketServerError>((resume) => {
       const onError = (error: unknown) => resume(Effect.fail(openError(error)))
       server.once("error", onError)
       server.listen({ port: options.port, host: options.host, backlog: options.backlog ?? 511 }, () => {
         server.off("error", onError)
+        listening = true
+        // After listen, 'error' is an accept error (libuv reports it and resets the connection).
+        server.on("error", onAcceptError.report)
         resume(Effect.void)
       })
-    })
-    // After listening, an accept error (EMFILE) is reported here; the server keeps listening.
-    const services = yield* Effect.context<never>()
-    server.on("error", (error) => {
-      Effect.runForkWith(services)(Effect.logWarning("accept failed", error))
     })
     yield* Effect.addFinalizer(() =>
       Effect.callback<void>((resume) => {
         pending = undefined
+        onAcceptError.stop()
         for (const incoming of live) incoming.destroy()
+        if (!listening) return resume(Effect.void)
+        listening = false
         server.close(() => resume(Effect.void))
       })
     )
@@ -165,8 +238,6 @@ const listen = (
           const context = Context.omit(Scope.Scope)(yield* Effect.context<R>()) as Context.Context<R>
           const fork = Effect.runForkWith(context)
           const serve = (conn: Net.Socket) => {
-            // Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
-            conn.setNoDelay(true)
             const incoming = new NodeIncoming(conn, live)
             // Nothing observes a connection fiber's exit (a failure is the reactor's to log), so no
             // catch-all wrapper is kept on each idle connection's stack.
@@ -187,7 +258,12 @@ const listen = (
               })
             )
           )
-        })
+        }),
+      stopAccepting: Effect.sync(() => {
+        // Close the listening socket only: accepted connections live on until the server closes them.
+        if (listening) server.close()
+        listening = false
+      })
     })
   })
 
@@ -203,10 +279,12 @@ const fiberAwait = (fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<void> =
  * const TransportLive = NodeTcp.layer({ port: 8888, host: "0.0.0.0" })
  */
 export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServer.SocketServerError> =>
-  Layer.effect(Transport, Effect.suspend(() => listen(Net.createServer(), "connection", options)))
+  // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
+  Layer.effect(Transport, Effect.suspend(() => listen(Net.createServer({ noDelay: true }), "connection", options)))
 
 /**
- * TLS (wss://): connections reach the reactor after the TLS handshake.
+ * TLS (wss://, https://): connections reach the reactor after the TLS
+ * handshake; a client that fails it (plain TCP, a certificate it refuses) is dropped.
  *
  * @example
  * const TransportLive = NodeTcp.layerTls({ port: 8443, key, cert })
@@ -214,4 +292,7 @@ export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServ
 export const layerTls = (
   options: ListenOptions & Tls.TlsOptions
 ): Layer.Layer<Transport, SocketServer.SocketServerError> =>
-  Layer.effect(Transport, Effect.suspend(() => listen(Tls.createServer(options), "secureConnection", options)))
+  Layer.effect(
+    Transport,
+    Effect.suspend(() => listen(Tls.createServer({ ...options, noDelay: true }), "secureConnection", options))
+  )

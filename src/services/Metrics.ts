@@ -39,7 +39,9 @@ export const names = {
   closes: "wsreactor_closes_total",
   backpressure: "wsreactor_backpressure_total",
   heartbeatTimeouts: "wsreactor_heartbeat_timeouts_total",
-  protocolErrors: "wsreactor_protocol_errors_total"
+  protocolErrors: "wsreactor_protocol_errors_total",
+  /** Recorded by the Node transport (`NodeTcp`), in the same registry. */
+  acceptErrors: "wsreactor_accept_errors_total"
 } as const
 
 const counter = (name: string, description: string, attributes?: Record<string, string>) =>
@@ -54,6 +56,27 @@ const labelled = (name: string, description: string, label: string) => {
     return metric
   }
 }
+
+// Codes with a meaning of their own (RFC 6455 §7.4.1, IANA registry §11.7; 1015 = TLS failure).
+const knownCloseCodes = new Set([1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 1015])
+
+/**
+ * The `code` label of a close: a known code as itself, the rest bucketed
+ * (`3xxx` registered, `4xxx` private, `other`). The peer chooses the code, so
+ * a label per value would let it mint one series per connection.
+ *
+ * @example
+ * closeCodeLabel(1000) // "1000"
+ * closeCodeLabel(4321) // "4xxx"
+ */
+export const closeCodeLabel = (code: number): string =>
+  knownCloseCodes.has(code)
+    ? String(code)
+    : code >= 3000 && code <= 3999
+    ? "3xxx"
+    : code >= 4000 && code <= 4999
+    ? "4xxx"
+    : "other"
 
 /**
  * Metrics recorded in the registry of `context` (`Metric.MetricRegistry`;
@@ -74,7 +97,11 @@ export const makeWith = (context: Context.Context<never>): ServerMetrics => {
   const messagesOut = counter(names.messagesOut, "Data messages queued for peers (a broadcast counts once per subscriber)")
   const bytesIn = counter(names.bytesIn, "Payload bytes of the data messages received")
   const bytesOut = counter(names.bytesOut, "Bytes written to sockets (frames with headers, control frames included)")
-  const closes = labelled(names.closes, "Connections closed, by close code (1006 = no close frame exchanged)", "code")
+  const closes = labelled(
+    names.closes,
+    "Connections closed, by close code (1006 = no close frame exchanged; 3xxx, 4xxx and other are buckets)",
+    "code"
+  )
   const backpressure = labelled(
     names.backpressure,
     "Backpressure actions on a full outbound buffer: drop (message not sent) or close (1008)",
@@ -97,7 +124,7 @@ export const makeWith = (context: Context.Context<never>): ServerMetrics => {
     },
     onClose: (_handle, info) => {
       open.modifyUnsafe(-1, context)
-      closes(info.code).updateUnsafe(1, context)
+      closes(closeCodeLabel(info.code)).updateUnsafe(1, context)
     },
     onMessagesIn: (count, bytes) => {
       messagesIn.updateUnsafe(count, context)

@@ -14,12 +14,19 @@
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import { type Connection, withOverrides } from "./Connection.ts"
 import type { UpgradeDecision } from "./App.ts"
 import type { Message } from "./Message.ts"
 import type { ConnectionMiddleware, Handler, UpgradeContext, UpgradeMiddleware } from "./Router.ts"
+
+/** An upgrade middleware that works under any route's requirements (it adds none). */
+export type AnyUpgradeMiddleware = <R>(
+  context: UpgradeContext,
+  next: Effect.Effect<UpgradeDecision<R>, never, R>
+) => Effect.Effect<UpgradeDecision<R>, never, R>
 
 const rejectWith = (status: number, body: string): UpgradeDecision<never> => ({
   _tag: "Reject",
@@ -43,17 +50,85 @@ export const originAllowList = (
   }
 }
 
-/** Where an auth token is read from. */
+/**
+ * Whether `origin` (an `Origin` header value) names the same host and port as
+ * the request's `Host` header. A browser cannot forge `Origin` (RFC 6454 §7.3),
+ * so a page on another site never passes; `null` (sandboxed pages, files) never passes.
+ *
+ * @example
+ * isSameOrigin("http://localhost:8888", "localhost:8888") // true
+ * isSameOrigin("https://evil.example", "localhost:8888") // false
+ */
+export const isSameOrigin = (origin: string, host: string | undefined): boolean => {
+  if (host === undefined || origin === "null") return false
+  try {
+    const url = new URL(origin)
+    if (url.protocol !== "http:" && url.protocol !== "https:") return false
+    // Host parsed with the origin's scheme, so a default port written out (":443") still matches.
+    return url.host === new URL(`${url.protocol}//${host}`).host
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Who may open a WebSocket from a browser: `"same-origin"` (the page was served
+ * by this host), a list of extra origins allowed besides same-origin, or a predicate.
+ */
+export type OriginPolicy =
+  | "same-origin"
+  | { readonly sameOriginOr: ReadonlyArray<string> }
+  | ((origin: string, context: UpgradeContext) => boolean)
+
+const originAllowed = (policy: OriginPolicy, origin: string, context: UpgradeContext): boolean =>
+  typeof policy === "function"
+    ? policy(origin, context)
+    : isSameOrigin(origin, context.header("host")) ||
+      (policy !== "same-origin" && policy.sameOriginOr.includes(origin))
+
+/**
+ * Refuse (403) a cross-site upgrade: cross-site WebSocket hijacking (RFC 6455
+ * §10.2) lets any page open a socket with the visitor's cookies, and the
+ * same-origin policy does not apply to WebSocket. Upgrades with an `Origin`
+ * pass only if the policy allows it; upgrades without one (non-browser
+ * clients, which carry no ambient credentials) pass unless `requireOrigin`.
+ *
+ * @example
+ * Router.ws("/chat", chat, { upgrade: [Middleware.originPolicy({ sameOriginOr: ["https://app.example"] })] })
+ */
+export const originPolicy = (
+  policy: OriginPolicy,
+  options: { readonly requireOrigin?: boolean } = {}
+): AnyUpgradeMiddleware =>
+<R>(context: UpgradeContext, next: Effect.Effect<UpgradeDecision<R>, never, R>) => {
+  const origin = context.upgrade.origin
+  if (origin === undefined) return options.requireOrigin === true ? Effect.succeed(rejectWith(403, "origin required\n")) : next
+  return originAllowed(policy, origin, context) ? next : Effect.succeed(rejectWith(403, "origin not allowed\n"))
+}
+
+/**
+ * Where an auth token is read from. A cookie is sent by the browser on any
+ * site's behalf, so a cookie source must say which origins may use it (see
+ * {@link OriginPolicy}); `"any"` turns the check off and is only safe when the
+ * cookie is not a credential (or `SameSite=Strict` is enforced elsewhere).
+ */
 export type TokenSource =
   | { readonly header: string; readonly scheme?: string } // e.g. { header: "authorization", scheme: "Bearer" }
-  | { readonly cookie: string }
+  | { readonly cookie: string; readonly origin: OriginPolicy | "any" }
   | { readonly query: string }
 
 const readCookie = (cookieHeader: string | undefined, name: string): string | undefined => {
   if (cookieHeader === undefined) return undefined
   for (const part of cookieHeader.split(";")) {
     const eq = part.indexOf("=")
-    if (eq > 0 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim())
+    if (eq > 0 && part.slice(0, eq).trim() === name) {
+      // A malformed escape (`%E0%A4%A`) is no credential: undefined, so the caller answers 401.
+      try {
+        return decodeURIComponent(part.slice(eq + 1).trim())
+      } catch {
+        return undefined
+      }
+    }
   }
   return undefined
 }
@@ -72,18 +147,38 @@ export const readToken = (context: UpgradeContext, source: TokenSource): string 
 }
 
 /**
- * Authenticate the upgrade: no token → 401, `verify` fails → 403. The
- * principal `verify` returns is put in the connection's `attributes.principal`.
+ * Authenticate the upgrade: no token (or an unreadable one) → 401, `verify`
+ * fails → 403. The principal `verify` returns is put in the connection's
+ * `attributes.principal`. With a cookie source the origin is checked first
+ * (403 for a cross-site page): the source's `origin` policy is required, and
+ * `auth` throws when it is missing, so cookie auth is never hijackable by default.
  *
  * @example
  * Middleware.auth({ query: "token" }, (token) =>
  *   token === "secret" ? Effect.succeed({ user: "ada" }) : Effect.fail("bad token"))
+ * Middleware.auth({ cookie: "session", origin: "same-origin" }, verifySession)
  */
 export const auth = <P, E, R>(
   source: TokenSource,
   verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>
-): UpgradeMiddleware<R> =>
-(context, next) => {
+): UpgradeMiddleware<R> => {
+  if ("cookie" in source && (source as { readonly origin?: unknown }).origin === undefined) {
+    // Plain JavaScript callers bypass the type: refuse at startup rather than serve a hijackable route.
+    throw new TypeError(
+      "Middleware.auth with a cookie needs an origin policy ({ cookie, origin: \"same-origin\" }): see docs/SECURITY.md"
+    )
+  }
+  const checkOrigin = "cookie" in source && source.origin !== "any" ? originPolicy(source.origin) : undefined
+  const authenticate: UpgradeMiddleware<R> = (context, next) => authenticateWith(source, verify, context, next)
+  return checkOrigin === undefined ? authenticate : (context, next) => checkOrigin(context, authenticate(context, next))
+}
+
+const authenticateWith = <P, E, R>(
+  source: TokenSource,
+  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
+  context: UpgradeContext,
+  next: Effect.Effect<UpgradeDecision<R>, never, R>
+): Effect.Effect<UpgradeDecision<R>, never, R> => {
   const token = readToken(context, source)
   if (token === undefined || token.length === 0) return Effect.succeed(rejectWith(401, "authentication required\n"))
   return verify(token, context).pipe(
@@ -103,7 +198,12 @@ export const principal = <P>(connection: Connection): P | undefined => connectio
 
 /**
  * At most `max` open connections per remote address; more get 429
- * (RFC 6585 §4). Counted from the 101 until the handler ends.
+ * (RFC 6585 §4). Counted from the upgrade until the handler ends, or until
+ * the connection ends when the accepted decision never runs (an outer
+ * middleware refused it, the peer left before the 101).
+ *
+ * @example
+ * Router.ws("/chat", chat, { upgrade: [Middleware.connectionLimitPerIp(16)] })
  */
 export const connectionLimitPerIp = (max: number): UpgradeMiddleware<never> => {
   const open = new Map<string, number>()
@@ -112,13 +212,22 @@ export const connectionLimitPerIp = (max: number): UpgradeMiddleware<never> => {
     if ((open.get(ip) ?? 0) >= max) return Effect.succeed(rejectWith(429, "too many connections\n"))
     // Reserve the slot before `next`, so concurrent upgrades behind an asynchronous middleware cannot overshoot.
     open.set(ip, (open.get(ip) ?? 0) + 1)
+    let released = false
     const release = Effect.sync(() => {
+      if (released) return
+      released = true
       const n = (open.get(ip) ?? 1) - 1
       if (n <= 0) open.delete(ip)
       else open.set(ip, n)
     })
-    return Effect.onExit(next, (exit) =>
-      exit._tag === "Success" && exit.value._tag === "Accept" ? Effect.void : release).pipe(
+    // Freed when the final decision (after every outer middleware) is a refusal, when the handler
+    // ends, and at the latest with the connection's scope (the reactor runs the upgrade inside it):
+    // an accepted decision that never runs (the peer left before the 101) gives its slot back too.
+    context.whenRefused(release)
+    const releaseWithConnection = Effect.flatMap(Effect.serviceOption(Scope.Scope), (scope) =>
+      scope._tag === "Some" ? Scope.addFinalizer(scope.value, release) : Effect.void)
+    return Effect.andThen(releaseWithConnection, next).pipe(
+      Effect.onExit((exit) => exit._tag === "Success" && exit.value._tag === "Accept" ? Effect.void : release),
       Effect.map((decision): UpgradeDecision<R> =>
         decision._tag === "Accept"
           ? { ...decision, handler: (connection) => Effect.ensuring(decision.handler(connection), release) }

@@ -15,6 +15,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Handshake from "../domain/Handshake.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
+import type { Admission } from "./Admission.ts"
 import type { Accept, App } from "./App.ts"
 import { CompressionLimiter, makeCompressor } from "./Compression.ts"
 import { Session, type ServerContext } from "./Session.ts"
@@ -39,15 +40,19 @@ export interface DeflateSupport {
 export const make = <R>(
   app: App<R>,
   server: ServerContext,
-  deflate?: DeflateSupport
+  deflate?: DeflateSupport,
+  admission?: Admission
 ): (incoming: Incoming) => Effect.Effect<void, never, R> =>
 (incoming) =>
   Effect.suspend(() => {
+    // Over the server's connection cap: a 503 before a byte of the request is read.
+    if (admission !== undefined && !admission.enter()) return admission.refuse(incoming, server.hooks)
     const session = new Session(incoming, server)
     session.listen()
     // Suspended, so the handshake's effects are built when run and dropped once done: an idle
     // connection's fiber keeps only what the open phase needs.
     return Effect.onExit(Effect.suspend(() => runSession(session, app, server, deflate)), (exit) => {
+      admission?.leave()
       session.dispose()
       incoming.destroy()
       return exit._tag === "Failure" && !Cause.hasInterruptsOnly(exit.cause)

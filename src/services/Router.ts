@@ -23,6 +23,12 @@ export interface UpgradeContext {
   readonly query: URLSearchParams
   readonly params: Readonly<Record<string, string>>
   readonly header: (name: string) => string | undefined
+  /**
+   * Run `release` if this upgrade ends refused: whatever decision a middleware
+   * saw from `next`, an outer one may still turn it into a refusal, and what
+   * was reserved for the connection (a per-IP slot) must be given back then.
+   */
+  readonly whenRefused: (release: Effect.Effect<void>) => void
 }
 
 /**
@@ -238,19 +244,25 @@ export const make = <R = never>(routes: ReadonlyArray<Route<R>>, options: Router
             })
         const middleware = [...(options.upgrade ?? []), ...(route.options.upgrade ?? [])]
         if (middleware.length === 0) return accept
+        const refusals: Array<Effect.Effect<void>> = []
         const context: UpgradeContext = {
           upgrade,
           peer,
           path,
           query: new URLSearchParams(upgrade.request.query),
           params,
-          header: (name) => Handshake.header(upgrade.request, name)
+          header: (name) => Handshake.header(upgrade.request, name),
+          whenRefused: (release) => void refusals.push(release)
         }
         // Outermost first: middleware[0] wraps middleware[1] wraps ... wraps accept.
         return middleware.reduceRight<Effect.Effect<UpgradeDecision<R>, never, R>>(
           (next, m) => Effect.suspend(() => m(context, next)),
           accept
-        )
+        ).pipe(Effect.onExit((exit) =>
+          refusals.length === 0 || (exit._tag === "Success" && exit.value._tag === "Accept")
+            ? Effect.void
+            : Effect.forEach(refusals, (release) => release, { discard: true })
+        ))
       }
       return Effect.succeed(reject(404, "no WebSocket route here\n"))
     }

@@ -20,6 +20,7 @@ import { decode, type InvalidOptionsError, type ServerOptions } from "./Options.
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
+import * as Admission from "./Admission.ts"
 import type { App, ConnectionHandle, Hooks } from "./App.ts"
 import * as Reactor from "./Reactor.ts"
 
@@ -45,6 +46,14 @@ export interface ServeOptions extends Partial<ServerOptions> {
   readonly perMessageDeflate?: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
   /** Receives the live state once the server runs. */
   readonly onState?: ((state: ServerState) => void) | undefined
+  /**
+   * Connections at once (handshaking or open, from accept to close); one more
+   * gets `503` + `Retry-After` before its request is read (see `Admission`).
+   * Default 0: no cap but the process's descriptor limit.
+   */
+  readonly maxConnections?: number | undefined
+  /** The `Retry-After` (seconds) of that 503; default 5. */
+  readonly retryAfterSeconds?: number | undefined
 }
 
 const makeDeflateSupport = (
@@ -81,7 +90,9 @@ export const serve = <R>(
   Effect.scoped(Effect.gen(function*() {
     // Every option is checked before anything starts: bad ones fail here, typed (Options.decode).
     const options = yield* decode(serveOptions)
-    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate } = serveOptions
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, maxConnections, retryAfterSeconds } =
+      serveOptions
+    const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections, retryAfterSeconds }))
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const deadlines = yield* Deadlines.make
     const transport = yield* Transport
@@ -127,13 +138,15 @@ export const serve = <R>(
         if (level === "Error") runLogged(Effect.logError(message, detail))
         else if (infoEnabled) logSync(Effect.logInfo(message))
       }
-    }, deflate)
+    }, deflate, admission)
     // Detached so that shutdown runs *before* the transport interrupts the connection fibers.
     const runFiber = yield* Effect.forkDetach(transport.run(run))
     return yield* Fiber.join(runFiber).pipe(
       Effect.onInterrupt(() =>
         Effect.gen(function*() {
           state.shuttingDown = true
+          // Stop listening first: a client that comes now is refused by the kernel, not upgraded then closed 1001.
+          if (transport.stopAccepting !== undefined) yield* transport.stopAccepting
           if (connections.size > 0) {
             yield* Effect.logInfo(`shutting down: closing ${connections.size} connection(s) with 1001`)
             const open = [...connections]

@@ -42,4 +42,10 @@ export class Transport extends Context.Service<Transport, {
   /** The listening endpoint (the real port when 0 was asked for). */
   readonly address: { readonly host: string; readonly port: number }
   readonly run: <E, R>(handler: (incoming: Incoming) => Effect.Effect<void, E, R>) => Effect.Effect<never, never, R>
+  /**
+   * Stop accepting (close the listening socket) and leave the connections
+   * already accepted alone: the first step of a graceful shutdown. Optional:
+   * a transport without it keeps accepting until `run` is interrupted.
+   */
+  readonly stopAccepting?: Effect.Effect<void> | undefined
 }>()("wsreactor/Transport") {}

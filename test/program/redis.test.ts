@@ -33,7 +33,7 @@ describe("node src/main.ts --redis", () => {
     redis = await startRedis()
     const a = await startProgram([...args, "--redis", redis.url])
     // The environment variable works as well as the flag.
-    const b = await startProgram(args, { REDIS_URL: redis.url })
+    const b = await startProgram(args, { env: { REDIS_URL: redis.url } })
     await Promise.all([waitReady(a.port), waitReady(b.port)])
 
     const ada = await openClient(a.port, "/chat/room1")
@@ -44,9 +44,11 @@ describe("node src/main.ts --redis", () => {
     bob.ws.send(join("ada"))
     await bob.waitFor("the name taken", (m) => m.type === "error" && /taken/.test(m.message))
     bob.ws.send(join("Bob"))
-    // Bob's join on B reaches Ada on A through Redis, with the members of both processes.
+    // Bob sees the members of both processes; his join reaches Ada on A through Redis, as a delta.
+    const bobsList = await bob.waitFor("Bob joined", (m) => m.type === "joined" && m.name === "Bob")
+    expect(bobsList).toMatchObject({ members: ["Ada", "Bob"] })
     const bobJoined = await ada.waitFor("Bob's join on A", (m) => m.type === "joined" && m.name === "Bob")
-    expect(bobJoined).toMatchObject({ members: ["Ada", "Bob"] })
+    expect(bobJoined).not.toHaveProperty("members")
     bob.ws.send(say("hello from B"))
     ada.ws.send(say("hello from A"))
     await ada.waitFor("B's message on A", (m) => m.type === "message" && m.text === "hello from B")

@@ -95,13 +95,54 @@ describe("originAllowList", () => {
     }).pipe(Effect.provide(Testing.layer(app()))))
 })
 
+describe("originPolicy (cross-site WebSocket hijacking, RFC 6455 §10.2)", () => {
+  // upgradeRequest sends `Host: test`.
+  const app = (policy: Middleware.OriginPolicy, options?: { readonly requireOrigin?: boolean }) =>
+    Router.make([Router.ws("/ws", echo, { upgrade: [Middleware.originPolicy(policy, options)] })])
+
+  it.effect("same-origin: the Origin's host equals Host; any other site, another port or `null` gets 403", () =>
+    Effect.gen(function*() {
+      const decide = (origin?: string) =>
+        Effect.map(app("same-origin").upgrade(upgradeRequest("/ws", origin === undefined ? {} : { origin }), peer), status)
+      expect(yield* decide("http://test")).toBe(101)
+      expect(yield* decide("https://test:443")).toBe(101) // a default port written out is the same origin
+      expect(yield* decide("https://evil.example")).toBe(403)
+      expect(yield* decide("http://test:8080")).toBe(403)
+      expect(yield* decide("http://test.evil.example")).toBe(403)
+      expect(yield* decide("null")).toBe(403)
+      expect(yield* decide("not a url")).toBe(403)
+      expect(yield* decide()).toBe(101) // no Origin: not a browser, no ambient credentials
+    }))
+
+  it.effect("sameOriginOr: listed origins pass too; requireOrigin refuses requests without one", () =>
+    Effect.gen(function*() {
+      const policy = { sameOriginOr: ["https://app.example"] }
+      expect(status(yield* app(policy).upgrade(upgradeRequest("/ws", { origin: "https://app.example" }), peer))).toBe(101)
+      expect(status(yield* app(policy).upgrade(upgradeRequest("/ws", { origin: "http://test" }), peer))).toBe(101)
+      expect(status(yield* app(policy).upgrade(upgradeRequest("/ws", { origin: "https://evil.example" }), peer))).toBe(403)
+      expect(status(yield* app(policy, { requireOrigin: true }).upgrade(upgradeRequest("/ws"), peer))).toBe(403)
+    }))
+
+  it.effect("over the reactor: Origin https://evil.example gets 403 whatever the Host (but its own)", () =>
+    Effect.gen(function*() {
+      const server = yield* Testing.TestServer
+      for (const host of ["test", "localhost:8888", "evil.example:8888"]) {
+        const request = Handshake.clientRequest({ host, path: "/ws", key: "dGhlIHNhbXBsZSBub25jZQ==", origin: "https://evil.example" })
+        expect((yield* server.request(request)).status).toBe(403)
+      }
+      const client = yield* server.connect({ path: "/ws" })
+      yield* client.sendText("hi")
+      yield* client.expectText("hi")
+    }).pipe(Effect.provide(Testing.layer(app("same-origin")))))
+})
+
 describe("auth", () => {
   const verify = (token: string) => token === "good" ? Effect.succeed({ user: "ada" }) : Effect.fail("bad token" as const)
   const whoAmI = (conn: Connection) => conn.send(JSON.stringify(Middleware.principal(conn) ?? null))
   const app = Router.make([
     Router.ws("/header", whoAmI, { upgrade: [Middleware.auth({ header: "authorization", scheme: "Bearer" }, verify)] }),
     Router.ws("/raw-header", whoAmI, { upgrade: [Middleware.auth({ header: "x-token" }, verify)] }),
-    Router.ws("/cookie", whoAmI, { upgrade: [Middleware.auth({ cookie: "session" }, verify)] }),
+    Router.ws("/cookie", whoAmI, { upgrade: [Middleware.auth({ cookie: "session", origin: "any" }, verify)] }),
     Router.ws("/query", whoAmI, { upgrade: [Middleware.auth({ query: "token" }, verify)] })
   ])
   const layer = Testing.layer(app)
@@ -150,6 +191,33 @@ describe("auth", () => {
       expect(yield* statusOf({ path: "/cookie", headers: [["Cookie", "session=bad"]] })).toBe(403)
     }).pipe(Effect.provide(layer)))
 
+  it.effect("a malformed cookie value is no credential: 401, not a defect", () =>
+    Effect.gen(function*() {
+      expect(yield* statusOf({ path: "/cookie", headers: [["Cookie", "session=%E0%A4%A"]] })).toBe(401)
+      expect(yield* statusOf({ path: "/cookie", headers: [["Cookie", "session=%"]] })).toBe(401)
+      // The server is unharmed: a good cookie still works.
+      expect(yield* statusOf({ path: "/cookie", headers: [["Cookie", "session=good"]] })).toBe(101)
+    }).pipe(Effect.provide(layer)))
+
+  it.effect("cookie auth checks the origin first: a cross-site page gets 403 even with the visitor's cookie", () =>
+    Effect.gen(function*() {
+      const guarded = Router.make([
+        Router.ws("/", whoAmI, { upgrade: [Middleware.auth({ cookie: "session", origin: "same-origin" }, verify)] })
+      ])
+      const decide = (origin: string) =>
+        Effect.map(
+          guarded.upgrade(upgradeRequest("/", { origin, headers: [["Cookie", "session=good"]] }), peer),
+          status
+        )
+      expect(yield* decide("https://evil.example")).toBe(403)
+      expect(yield* decide("http://test")).toBe(101)
+    }))
+
+  it("cookie auth without an origin policy refuses to be built", () => {
+    const source = { cookie: "session" } as unknown as Middleware.TokenSource
+    expect(() => Middleware.auth(source, verify)).toThrow(/origin policy/)
+  })
+
   it.effect("query: found; empty or missing → 401; bad → 403", () =>
     Effect.gen(function*() {
       const client = yield* (yield* Testing.TestServer).connect({ path: "/query?x=1&token=good" })
@@ -197,6 +265,29 @@ describe("connectionLimitPerIp", () => {
       yield* again.sendText("back")
       yield* again.expectText("back")
     }).pipe(Effect.provide(Testing.layer(app()))))
+
+  it.effect("an accept that an outer middleware turns into a refusal frees its slot", () =>
+    Effect.gen(function*() {
+      const limit = Middleware.connectionLimitPerIp(1)
+      const refuseAfter: Router.UpgradeMiddleware<never> = (_context, next) =>
+        Effect.as(next, { _tag: "Reject", response: Router.text("refused outside\n", 403) } as const)
+      const shared = Router.make([
+        Router.ws("/refused", echo, { upgrade: [refuseAfter, limit] }),
+        Router.ws("/", echo, { upgrade: [limit] })
+      ])
+      yield* Effect.gen(function*() {
+        const server = yield* Testing.TestServer
+        for (let i = 0; i < 3; i++) {
+          const refused = yield* Effect.flip(server.connect({ path: "/refused", remoteAddress: "1.1.1.1" }))
+          expect(refused).toMatchObject({ status: 403 })
+        }
+        yield* Testing.settle
+        // Without the fix the three refused upgrades hold the one slot forever: 429 here.
+        const client = yield* server.connect({ path: "/", remoteAddress: "1.1.1.1" })
+        yield* client.sendText("in")
+        yield* client.expectText("in")
+      }).pipe(Effect.provide(Testing.layer(shared)))
+    }))
 
   it.effect("a refused upgrade (by a later middleware) is not counted", () =>
     Effect.gen(function*() {

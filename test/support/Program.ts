@@ -35,15 +35,26 @@ export interface Program {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
 }
 
+/** Where and how to run the program. */
+export interface ProgramOptions {
+  readonly env?: NodeJS.ProcessEnv | undefined
+  /** Run under `ulimit -n openFiles` (the descriptor limit). */
+  readonly openFiles?: number | undefined
+}
+
 /** Spawn `node src/main.ts ...args` from the repository root, with PORT/HOST/REDIS_URL/WORKERS unset. */
-export const spawnProgram = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Program => {
+export const spawnProgram = (args: ReadonlyArray<string>, options: ProgramOptions = {}): Program => {
   const baseEnv = { ...process.env }
   for (const name of ["PORT", "HOST", "REDIS_URL", "WORKERS"]) delete baseEnv[name]
-  const child = spawn(process.execPath, ["src/main.ts", ...args], {
-    cwd: repoRoot,
-    env: { ...baseEnv, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
+  const env = { ...baseEnv, NO_COLOR: "1", ...options.env }
+  const quoted = [process.execPath, "src/main.ts", ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(" ")
+  const child = options.openFiles === undefined
+    ? spawn(process.execPath, ["src/main.ts", ...args], { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] })
+    : spawn("bash", ["-c", `ulimit -n ${options.openFiles} && exec ${quoted}`], {
+      cwd: repoRoot,
+      env,
+      stdio: ["ignore", "pipe", "pipe"]
+    })
   children.add(child)
   let out = ""
   const watchers = new Set<() => void>()
@@ -80,9 +91,9 @@ export const spawnProgram = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv
 }
 
 /** Start the program and learn its port from the "listening on" line. */
-export const startProgram = async (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}) => {
-  const program = spawnProgram(args, env)
-  const match = await program.waitForStdout(/listening on 127\.0\.0\.1:(\d+)/)
+export const startProgram = async (args: ReadonlyArray<string>, options: ProgramOptions = {}) => {
+  const program = spawnProgram(args, options)
+  const match = await program.waitForStdout(/listening on [^\s]+:(\d+)/)
   return { ...program, port: Number(match[1]) }
 }
 
