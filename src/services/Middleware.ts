@@ -13,6 +13,7 @@
  * })
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
@@ -72,33 +73,61 @@ export const readToken = (context: UpgradeContext, source: TokenSource): string 
 }
 
 /**
- * Authenticate the upgrade: no token → 401, `verify` fails → 403. The
- * principal `verify` returns is put in the connection's `attributes.principal`.
+ * Authenticate the upgrade: no token → 401, `verify` fails → 403. Given a
+ * service key (`service`), the principal `verify` returns is provided as that
+ * service to the rest of the upgrade and to the handler, so a handler may
+ * `yield*` it and the route does not need it. It is also put in the
+ * connection's `attributes.principal` (untyped: read with {@link principal}).
  *
  * @example
- * Middleware.auth({ query: "token" }, (token) =>
- *   token === "secret" ? Effect.succeed({ user: "ada" }) : Effect.fail("bad token"))
+ * class User extends Context.Service<User, { readonly name: string }>()("app/User") {}
+ * const login = Middleware.auth({ query: "token" }, (token) =>
+ *   token === "secret" ? Effect.succeed({ name: "ada" }) : Effect.fail("bad token"), User)
+ * Router.ws("/me", (conn) => Effect.flatMap(User, (user) => conn.send(user.name)), { upgrade: [login] })
  */
-export const auth = <P, E, R>(
+export function auth<P, E, R>(
   source: TokenSource,
   verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>
-): UpgradeMiddleware<R> =>
-(context, next) => {
-  const token = readToken(context, source)
-  if (token === undefined || token.length === 0) return Effect.succeed(rejectWith(401, "authentication required\n"))
-  return verify(token, context).pipe(
-    Effect.matchEffect({
-      onFailure: () => Effect.succeed(rejectWith(403, "forbidden\n")),
-      onSuccess: (principal) =>
-        Effect.map(next, (decision) =>
-          decision._tag === "Accept"
-            ? { ...decision, attributes: { ...decision.attributes, principal } }
-            : decision)
-    })
-  )
+): UpgradeMiddleware<R>
+export function auth<I, P, E, R>(
+  source: TokenSource,
+  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
+  service: Context.Key<I, P>
+): UpgradeMiddleware<R, I>
+export function auth<I, P, E, R>(
+  source: TokenSource,
+  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
+  service?: Context.Key<I, P>
+): UpgradeMiddleware<R, I> {
+  return <R2>(context: UpgradeContext, next: Effect.Effect<UpgradeDecision<R2>, never, R2>) => {
+    const token = readToken(context, source)
+    if (token === undefined || token.length === 0) return Effect.succeed(rejectWith(401, "authentication required\n"))
+    return verify(token, context).pipe(
+      Effect.matchEffect({
+        onFailure: () => Effect.succeed(rejectWith(403, "forbidden\n")),
+        onSuccess: (principal) => {
+          // Without a key nothing is provided; the casts only say what `Provides` promises.
+          const provide = <A, E2, R3>(effect: Effect.Effect<A, E2, R3>) =>
+            (service === undefined ? effect : Effect.provideService(effect, service, principal)) as Effect.Effect<
+              A,
+              E2,
+              Exclude<R3, I>
+            >
+          return Effect.map(provide(next), (decision): UpgradeDecision<Exclude<R2, I>> =>
+            decision._tag === "Accept"
+              ? {
+                ...decision,
+                attributes: { ...decision.attributes, principal },
+                handler: (connection) => provide(decision.handler(connection))
+              }
+              : decision)
+        }
+      })
+    )
+  }
 }
 
-/** The principal stored by {@link auth}. */
+/** The principal stored by {@link auth} in `attributes` (untyped; prefer giving `auth` a service key). */
 export const principal = <P>(connection: Connection): P | undefined => connection.attributes["principal"] as P | undefined
 
 /**

@@ -14,6 +14,7 @@ import * as Fiber from "effect/Fiber"
 import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
 import { decode, type InvalidOptionsError, type ServerOptions } from "./Options.ts"
@@ -67,6 +68,8 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
 /**
  * Serve `app` on the `Transport` until interrupted. On interruption: no new
  * connections, close 1001 to every open one, wait up to `shutdownTimeoutMs`.
+ * Each connection runs in its own `Scope` (closed when it ends), so the app may
+ * need `Scope` and the server does not.
  *
  * @example
  * Server.serve(app, { maxMessageSize: 1 << 20 }).pipe(
@@ -77,7 +80,7 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
 export const serve = <R>(
   app: App<R>,
   serveOptions: ServeOptions = {}
-): Effect.Effect<never, InvalidOptionsError, R | Transport> =>
+): Effect.Effect<never, InvalidOptionsError, Exclude<R, Scope.Scope> | Transport> =>
   Effect.scoped(Effect.gen(function*() {
     // Every option is checked before anything starts: bad ones fail here, typed (Options.decode).
     const options = yield* decode(serveOptions)
@@ -167,7 +170,7 @@ export const serve = <R>(
 export const layer = <R>(
   app: App<R>,
   serveOptions: ServeOptions = {}
-): Layer.Layer<never, InvalidOptionsError, R | Transport> =>
+): Layer.Layer<never, InvalidOptionsError, Exclude<R, Scope.Scope> | Transport> =>
   Layer.effectDiscard(Effect.gen(function*() {
     yield* decode(serveOptions)
     yield* Effect.forkScoped(serve(app, serveOptions))
