@@ -86,6 +86,18 @@ export interface WsRouteOptions<R = never, Provides = never> {
   readonly connection?: ReadonlyArray<ConnectionMiddleware<R, Provides>> | undefined
 }
 
+// What fits in a route's or a router's middleware lists (any needs, any provides): loose enough for a
+// middleware written inline to be typed from it; the exact needs are read from the values (WithMiddleware).
+type AnyUpgradeMiddleware = <R2>(
+  context: UpgradeContext,
+  next: Effect.Effect<UpgradeDecision<R2>, never, R2>
+) => Effect.Effect<UpgradeDecision<any>, never, any>
+type AnyConnectionMiddleware = <R2>(handler: Handler<R2>) => Handler<any>
+interface MiddlewareLists {
+  readonly upgrade?: ReadonlyArray<AnyUpgradeMiddleware> | undefined
+  readonly connection?: ReadonlyArray<AnyConnectionMiddleware> | undefined
+}
+
 /** A WebSocket route; `R` is what it needs once its middleware provided theirs. */
 export interface WsRoute<R> {
   readonly _tag: "WsRoute"
@@ -121,16 +133,18 @@ export type Route<R> = WsRoute<R> | HttpRoute<R>
 // ---- What a list of middleware needs and provides (each list element on its own: a union of
 // element types would infer one candidate, not their union) ----
 
-// A middleware written inline (not typed as `UpgradeMiddleware<…>`) infers `unknown` from its
-// generic signature: it needs nothing if it fits the plain middleware type (otherwise `unknown`
-// stays, and the app cannot run until the middleware is annotated), and it provides nothing.
-type NeedsOf<R, Fits extends boolean> = unknown extends R ? (Fits extends true ? never : R) : R
+// A middleware written inline (not typed as `UpgradeMiddleware<…>`) has no type arguments to read:
+// it needs nothing if it fits the plain middleware type, and otherwise `unknown` (the app cannot
+// run until the middleware is annotated); it provides nothing.
+type NeedsOf<R, Matched extends boolean, Fits extends boolean> = Matched extends true
+  ? (unknown extends R ? (Fits extends true ? never : unknown) : R)
+  : (Fits extends true ? never : unknown)
 type ProvidesOf<P> = unknown extends P ? never : P
 
 type UpgradeNeeds<L> = L extends ReadonlyArray<unknown> ? {
     [K in keyof L]: [L[K]] extends [UpgradeMiddleware<infer R, infer _P>]
-      ? NeedsOf<R, [L[K]] extends [UpgradeMiddleware] ? true : false>
-      : never
+      ? NeedsOf<R, true, [L[K]] extends [UpgradeMiddleware] ? true : false>
+      : NeedsOf<unknown, false, [L[K]] extends [UpgradeMiddleware] ? true : false>
   }[number]
   : never
 type UpgradeProvides<L> = L extends ReadonlyArray<unknown>
@@ -138,8 +152,8 @@ type UpgradeProvides<L> = L extends ReadonlyArray<unknown>
   : never
 type ConnectionNeeds<L> = L extends ReadonlyArray<unknown> ? {
     [K in keyof L]: [L[K]] extends [ConnectionMiddleware<infer R, infer _P>]
-      ? NeedsOf<R, [L[K]] extends [ConnectionMiddleware] ? true : false>
-      : never
+      ? NeedsOf<R, true, [L[K]] extends [ConnectionMiddleware] ? true : false>
+      : NeedsOf<unknown, false, [L[K]] extends [ConnectionMiddleware] ? true : false>
   }[number]
   : never
 type ConnectionProvides<L> = L extends ReadonlyArray<unknown>
@@ -211,18 +225,18 @@ export const compilePath = (pattern: string): (path: string) => Record<string, s
 export const ws = <
   const Path extends string,
   RH = never,
-  const O extends WsRouteOptions<any, any> = {}
+  const O extends MiddlewareLists = {}
 >(
   path: Path,
   handler: Handler<RH, PathParams<Path>>,
-  options?: WsRouteOptions<any, any> & O
+  options?: Omit<WsRouteOptions, keyof MiddlewareLists> & MiddlewareLists & O
 ): WsRoute<WithMiddleware<RH, O>> => ({
   _tag: "WsRoute",
   path,
   match: compilePath(path),
   // The params come from `compilePath(path)`, so they have the names `PathParams<Path>` says.
   handler: handler as Handler<any>,
-  options: options ?? {}
+  options: (options ?? {}) as WsRouteOptions<any, any>
 })
 
 /** A plain HTTP route for any method; `context.params` is typed from the path. */
@@ -311,8 +325,9 @@ const applyConnectionMiddleware = (
  */
 export const make = <
   const Routes extends ReadonlyArray<Route<any>>,
-  const O extends RouterOptions<any, any> = {}
->(routes: Routes, options?: RouterOptions<any, any> & O): App<AppServices<Routes, O>> => make_(routes, options ?? {})
+  const O extends MiddlewareLists = {}
+>(routes: Routes, options?: MiddlewareLists & O): App<AppServices<Routes, O>> =>
+  make_(routes, (options ?? {}) as RouterOptions<any, any>)
 
 // Untyped inside: the signature of `make` says what the whole needs.
 const make_ = (routes: ReadonlyArray<Route<any>>, options: RouterOptions<any, any>): App<any> => {
