@@ -17,7 +17,7 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
-import { decode, type InvalidOptionsError, type ServerOptions } from "./Options.ts"
+import { decode, type DurationOptions, type InvalidOptionsError, type ServerOptions, withMillis } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
@@ -34,7 +34,7 @@ export interface ServerState {
   shuttingDown: boolean
 }
 
-export interface ServeOptions extends Partial<ServerOptions> {
+export interface ServeOptions extends Partial<ServerOptions>, DurationOptions {
   /** How long shutdown waits for peers to answer close 1001. */
   readonly shutdownTimeoutMs?: number | undefined
   /** Extra lifecycle hooks (metrics). */
@@ -84,7 +84,7 @@ export const serve = <R>(
   Effect.scoped(Effect.gen(function*() {
     // Every option is checked before anything starts: bad ones fail here, typed (Options.decode).
     const options = yield* decode(serveOptions)
-    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate } = serveOptions
+    const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate } = withMillis(serveOptions).input
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const deadlines = yield* Deadlines.make
     const transport = yield* Transport

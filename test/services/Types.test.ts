@@ -161,7 +161,7 @@ describe("route parameters are typed from the path", () => {
     expectTypeOf<Router.PathParams<string>>().toEqualTypeOf<Readonly<Record<string, string>>>()
 
     Router.ws("/chat/:room", (conn) => {
-      expectTypeOf(conn.params.room).toEqualTypeOf<string>()
+      expectTypeOf(conn.params).toEqualTypeOf<{ readonly room: string }>()
       // @ts-expect-error no such parameter in "/chat/:room"
       void conn.params.user
       return Effect.void
@@ -173,7 +173,7 @@ describe("route parameters are typed from the path", () => {
 
   it("Typed.handler sees them too", () => {
     Router.ws("/chat/:room", Typed.handler({ incoming: Schema.String, outgoing: Schema.String }, (conn) => {
-      expectTypeOf(conn.raw.params.room).toEqualTypeOf<string>()
+      expectTypeOf(conn.raw.params).toEqualTypeOf<{ readonly room: string }>()
       return Effect.void
     }))
   })
