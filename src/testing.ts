@@ -475,7 +475,10 @@ const requestBytes = (request: HttpRequest): Uint8Array => {
  *   }).pipe(Effect.provide(Testing.layer(app, { maxMessageSize: 1024 })))
  * )
  */
-export const layer = <R>(app: App<R>, options?: ServeOptions): Layer.Layer<TestServer, InvalidOptionsError, R> =>
+export const layer = <R>(
+  app: App<R>,
+  options?: ServeOptions
+): Layer.Layer<TestServer, InvalidOptionsError, Exclude<R, Scope.Scope>> =>
   Layer.effect(
     TestServer,
     Effect.gen(function*() {

@@ -36,7 +36,7 @@ await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
     for (let i = 0; i < n; i++) {
       const [incoming, data] = makeIncoming()
       keep.push(incoming)
-      fork(run(incoming))
+      fork(run(incoming) as Effect.Effect<void>)
       data()(upgrade.slice())
       if ((i & 255) === 255) await new Promise((r) => setImmediate(r))
     }

@@ -1,7 +1,7 @@
 // Type-checked by the scratch app's strict tsc (tsconfig.json: strict, exactOptionalPropertyTypes,
 // noUncheckedIndexedAccess, no allowImportingTsExtensions, skipLibCheck off; the DOM lib because effect's own
 // crypto types name CryptoKey): the package's .d.ts must hold up under the settings an Effect app may use.
-import { Effect, Layer, Schema, Stream } from "effect"
+import { Context, Effect, Layer, Schema, Stream } from "effect"
 import { NodeRuntime } from "@effect/platform-node"
 import * as Http from "node:http"
 import { HttpRouter } from "effect/http"
@@ -9,20 +9,27 @@ import { Broker, Middleware, NodeHttp, NodeTcp, Router, Server, Typed } from "ws
 import * as Testing from "wsreactor/testing"
 
 const Say = Schema.Struct({ text: Schema.String })
+class User extends Context.Service<User, { readonly name: string }>()("consumer/User") {}
+const login = Middleware.auth({ query: "token" }, (token) =>
+  token === "good" ? Effect.succeed({ name: "ada" }) : Effect.fail("bad token"), User)
 
 export const app = Effect.gen(function*() {
   const broker = yield* Broker.Broker
-  const room = Typed.handler({ incoming: Say, outgoing: Say }, (conn) =>
-    Effect.gen(function*() {
-      const topic = conn.raw.params["name"] ?? "lobby"
-      yield* broker.subscribe(topic, conn.raw)
-      yield* conn.messages.pipe(
-        Stream.runForEach((say) => conn.encode(say).pipe(Effect.flatMap((m) => broker.publish(topic, m))))
-      )
-    }).pipe(Effect.scoped))
   return Router.make([
     Router.ws("/echo", (conn) => conn.messages.pipe(Stream.runForEach(conn.send))),
-    Router.ws("/room/:name", room, { connection: [Middleware.rateLimit({ capacity: 10, refillPerSecond: 5 })] }),
+    // Typed params (a string, even under noUncheckedIndexedAccess), no Effect.scoped (the connection's Scope),
+    // and the principal as a service `auth` provides.
+    Router.ws("/room/:name", Typed.handler({ incoming: Say, outgoing: Say }, (conn) =>
+      Effect.gen(function*() {
+        const topic: string = conn.raw.params.name
+        const user = yield* User
+        yield* broker.subscribe(topic, conn.raw)
+        yield* conn.messages.pipe(
+          Stream.runForEach((say) =>
+            conn.encode({ text: `${user.name}: ${say.text}` }).pipe(Effect.flatMap((m) => broker.publish(topic, m)))
+          )
+        )
+      })), { upgrade: [login], connection: [Middleware.rateLimit({ capacity: 10, refillPerSecond: 5 })] }),
     Router.get("/healthz", () => Effect.succeed(Router.json({ ok: true })))
   ])
 })
@@ -31,7 +38,9 @@ export const testLayer = Testing.layer(Router.make([]), { maxMessageSize: 1024 }
 
 export const main = () =>
   app.pipe(
-    Effect.flatMap((app) => Server.serve(app, { maxMessageSize: 1024 * 1024, perMessageDeflate: true })),
+    Effect.flatMap((app) =>
+      Server.serve(app, { maxMessageSize: 1024 * 1024, perMessageDeflate: true, heartbeatInterval: "20 seconds" })
+    ),
     Effect.provide([Broker.layerMemory, NodeTcp.layer({ port: 8080 })]),
     NodeRuntime.runMain
   )

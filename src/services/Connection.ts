@@ -27,8 +27,11 @@ export class MessageDroppedError extends Data.TaggedError("MessageDroppedError")
   }
 }
 
-/** What is known about the upgrade request of a connection. */
-export interface ConnectionInfo {
+/** Route parameters by name: `Router.PathParams<"/chat/:room">` narrows this to `{ readonly room: string }`. */
+export type Params = Readonly<Record<string, string>>
+
+/** What is known about the upgrade request of a connection (`P`: its route parameters). */
+export interface ConnectionInfo<P extends Params = Params> {
   readonly id: number
   readonly request: HttpRequest
   readonly path: string
@@ -41,19 +44,23 @@ export interface ConnectionInfo {
   /** The `Sec-WebSocket-Extensions` answer, if an extension was agreed. */
   readonly extensions: string | undefined
   /** Route parameters, e.g. `{ room: "lobby" }` for `/chat/:room`. */
-  readonly params: Readonly<Record<string, string>>
-  /** Values set by upgrade middleware (e.g. `principal` from `Middleware.auth`). */
+  readonly params: P
+  /**
+   * Untyped values set by upgrade middleware (kept for compatibility). A middleware that has
+   * something for the handler should provide it as a service instead, as `Middleware.auth` does.
+   */
   readonly attributes: Readonly<Record<string, unknown>>
 }
 
 /**
- * One open WebSocket, as user code sees it.
+ * One open WebSocket, as user code sees it. `P` types `params` from the route's path
+ * (`Router.ws("/chat/:room", (conn) => ...)` gives `conn.params.room: string`).
  *
  * @example
  * const echo = (conn: Connection) =>
  *   conn.messages.pipe(Stream.runForEach((message) => conn.send(message)))
  */
-export interface Connection extends ConnectionInfo {
+export interface Connection<P extends Params = Params> extends ConnectionInfo<P> {
   /** Data messages in arrival order; ends when the connection closes. Pulling slowly slows the peer down (TCP backpressure). */
   readonly messages: Stream.Stream<Message>
   /** Queue a message (string = text, bytes = binary). Suspends while the outbound buffer is over its limit (policy "suspend"). */
@@ -88,9 +95,9 @@ export interface Connection extends ConnectionInfo {
  * const handler2 = (conn: Connection) =>
  *   handler(withOverrides(conn, { messages: conn.messages.pipe(Stream.take(10)) }))
  */
-export const withOverrides = (connection: Connection, overrides: Partial<Connection>): Connection => {
-  const derived = Object.create(connection) as Connection
-  for (const key of Object.keys(overrides) as Array<keyof Connection>) {
+export const withOverrides = <P extends Params>(connection: Connection<P>, overrides: Partial<Connection<P>>): Connection<P> => {
+  const derived = Object.create(connection) as Connection<P>
+  for (const key of Object.keys(overrides) as Array<keyof Connection<P>>) {
     Object.defineProperty(derived, key, { value: overrides[key], enumerable: true })
   }
   return derived

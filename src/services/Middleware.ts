@@ -13,6 +13,7 @@
  * })
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -148,20 +149,35 @@ export const readToken = (context: UpgradeContext, source: TokenSource): string 
 
 /**
  * Authenticate the upgrade: no token (or an unreadable one) → 401, `verify`
- * fails → 403. The principal `verify` returns is put in the connection's
- * `attributes.principal`. With a cookie source the origin is checked first
- * (403 for a cross-site page): the source's `origin` policy is required, and
- * `auth` throws when it is missing, so cookie auth is never hijackable by default.
+ * fails → 403. Given a service key (`service`), the principal `verify`
+ * returns is provided as that service to the rest of the upgrade and to the
+ * handler, so a handler may `yield*` it and the route does not need it. It is
+ * also put in the connection's `attributes.principal` (untyped: read with
+ * {@link principal}). With a cookie source the origin is checked first (403
+ * for a cross-site page): the source's `origin` policy is required, and `auth`
+ * throws when it is missing, so cookie auth is never hijackable by default.
  *
  * @example
- * Middleware.auth({ query: "token" }, (token) =>
- *   token === "secret" ? Effect.succeed({ user: "ada" }) : Effect.fail("bad token"))
+ * class User extends Context.Service<User, { readonly name: string }>()("app/User") {}
+ * const login = Middleware.auth({ query: "token" }, (token) =>
+ *   token === "secret" ? Effect.succeed({ name: "ada" }) : Effect.fail("bad token"), User)
+ * Router.ws("/me", (conn) => Effect.flatMap(User, (user) => conn.send(user.name)), { upgrade: [login] })
  * Middleware.auth({ cookie: "session", origin: "same-origin" }, verifySession)
  */
-export const auth = <P, E, R>(
+export function auth<P, E, R>(
   source: TokenSource,
   verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>
-): UpgradeMiddleware<R> => {
+): UpgradeMiddleware<R>
+export function auth<I, P, E, R>(
+  source: TokenSource,
+  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
+  service: Context.Key<I, P>
+): UpgradeMiddleware<R, I>
+export function auth<I, P, E, R>(
+  source: TokenSource,
+  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
+  service?: Context.Key<I, P>
+): UpgradeMiddleware<R, I> {
   if ("cookie" in source && (source as { readonly origin?: unknown }).origin === undefined) {
     // Plain JavaScript callers bypass the type: refuse at startup rather than serve a hijackable route.
     throw new TypeError(
@@ -169,31 +185,38 @@ export const auth = <P, E, R>(
     )
   }
   const checkOrigin = "cookie" in source && source.origin !== "any" ? originPolicy(source.origin) : undefined
-  const authenticate: UpgradeMiddleware<R> = (context, next) => authenticateWith(source, verify, context, next)
-  return checkOrigin === undefined ? authenticate : (context, next) => checkOrigin(context, authenticate(context, next))
+  const authenticate = <R2>(context: UpgradeContext, next: Effect.Effect<UpgradeDecision<R2>, never, R2>) => {
+    const token = readToken(context, source)
+    if (token === undefined || token.length === 0) return Effect.succeed(rejectWith(401, "authentication required\n"))
+    return verify(token, context).pipe(
+      Effect.matchEffect({
+        onFailure: () => Effect.succeed(rejectWith(403, "forbidden\n")),
+        onSuccess: (principal) => {
+          // Without a key nothing is provided; the casts only say what `Provides` promises.
+          const provide = <A, E2, R3>(effect: Effect.Effect<A, E2, R3>) =>
+            (service === undefined ? effect : Effect.provideService(effect, service, principal)) as Effect.Effect<
+              A,
+              E2,
+              Exclude<R3, I>
+            >
+          return Effect.map(provide(next), (decision): UpgradeDecision<Exclude<R2, I>> =>
+            decision._tag === "Accept"
+              ? {
+                ...decision,
+                attributes: { ...decision.attributes, principal },
+                handler: (connection) => provide(decision.handler(connection))
+              }
+              : decision)
+        }
+      })
+    )
+  }
+  if (checkOrigin === undefined) return authenticate as UpgradeMiddleware<R, I>
+  return (<R2>(context: UpgradeContext, next: Effect.Effect<UpgradeDecision<R2>, never, R2>) =>
+    checkOrigin(context, authenticate(context, next))) as unknown as UpgradeMiddleware<R, I>
 }
 
-const authenticateWith = <P, E, R>(
-  source: TokenSource,
-  verify: (token: string, context: UpgradeContext) => Effect.Effect<P, E, R>,
-  context: UpgradeContext,
-  next: Effect.Effect<UpgradeDecision<R>, never, R>
-): Effect.Effect<UpgradeDecision<R>, never, R> => {
-  const token = readToken(context, source)
-  if (token === undefined || token.length === 0) return Effect.succeed(rejectWith(401, "authentication required\n"))
-  return verify(token, context).pipe(
-    Effect.matchEffect({
-      onFailure: () => Effect.succeed(rejectWith(403, "forbidden\n")),
-      onSuccess: (principal) =>
-        Effect.map(next, (decision) =>
-          decision._tag === "Accept"
-            ? { ...decision, attributes: { ...decision.attributes, principal } }
-            : decision)
-    })
-  )
-}
-
-/** The principal stored by {@link auth}. */
+/** The principal stored by {@link auth} in `attributes` (untyped; prefer giving `auth` a service key). */
 export const principal = <P>(connection: Connection): P | undefined => connection.attributes["principal"] as P | undefined
 
 /**

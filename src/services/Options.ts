@@ -1,4 +1,5 @@
 import * as Data from "effect/Data"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import { type DeflateOptions, resolveDeflateOptions } from "../domain/PerMessageDeflate.ts"
@@ -68,8 +69,67 @@ export class InvalidOptionsError extends Data.TaggedError("InvalidOptionsError")
   }
 }
 
+/**
+ * The timeouts and intervals as Effect durations (`Duration.Input`: `"30 seconds"`,
+ * `Duration.minutes(1)`, or a number of milliseconds), each beside its `…Ms` field
+ * (kept: existing configs and the decoded {@link ServerOptions} use them). Give one
+ * of the two, not both; either way the same range applies.
+ *
+ * @example
+ * Server.serve(app, { heartbeatInterval: "20 seconds", idleTimeout: "5 minutes", shutdownTimeout: "10 seconds" })
+ */
+export interface DurationOptions {
+  readonly handshakeTimeout?: Duration.Input | undefined
+  readonly closeTimeout?: Duration.Input | undefined
+  readonly heartbeatInterval?: Duration.Input | undefined
+  readonly heartbeatTimeout?: Duration.Input | undefined
+  readonly idleTimeout?: Duration.Input | undefined
+  readonly shutdownTimeout?: Duration.Input | undefined
+}
+
+const durationFields = [
+  ["handshakeTimeout", "handshakeTimeoutMs"],
+  ["closeTimeout", "closeTimeoutMs"],
+  ["heartbeatInterval", "heartbeatIntervalMs"],
+  ["heartbeatTimeout", "heartbeatTimeoutMs"],
+  ["idleTimeout", "idleTimeoutMs"],
+  ["shutdownTimeout", "shutdownTimeoutMs"]
+] as const
+
+/**
+ * The input with each duration field (`heartbeatInterval: "20 seconds"`) moved to its
+ * `…Ms` field (`heartbeatIntervalMs: 20000`), and what could not be moved. The range
+ * checks are {@link decode}'s.
+ *
+ * @example
+ * Options.withMillis({ idleTimeout: "1 minute" }).input.idleTimeoutMs // 60000
+ */
+export const withMillis = <A extends DecodeInput>(
+  input: A
+): { readonly input: A; readonly problems: ReadonlyArray<string> } => {
+  const problems: Array<string> = []
+  let out: Record<string, unknown> | undefined
+  for (const [name, msName] of durationFields) {
+    const value = input[name]
+    if (value === undefined) continue
+    if (out === undefined) out = { ...input } as Record<string, unknown>
+    delete out[name]
+    if (input[msName] !== undefined) {
+      problems.push(`${name}: give ${name} or ${msName}, not both`)
+      continue
+    }
+    const duration = Duration.fromInput(value)
+    if (duration._tag === "None" || !Duration.isFinite(duration.value)) {
+      problems.push(`${name}: Expected a finite duration ("30 seconds") or a number of milliseconds, got ${String(value)}`)
+      continue
+    }
+    out[msName] = Duration.toMillis(duration.value)
+  }
+  return { input: (out ?? input) as A, problems }
+}
+
 /** What {@link decode} checks: the {@link ServerOptions} fields plus the serve-level ones. */
-export interface DecodeInput extends Partial<ServerOptions> {
+export interface DecodeInput extends Partial<ServerOptions>, DurationOptions {
   readonly shutdownTimeoutMs?: number | undefined
   readonly perMessageDeflate?: boolean | Partial<DeflateOptions> | undefined
 }
@@ -80,19 +140,21 @@ const ShutdownTimeoutMs = Schema.Int.check(Schema.isBetween({ minimum: 0, maximu
  * {@link decodeOptions} as an Effect: merge over the defaults and validate, failing with a typed
  * {@link InvalidOptionsError} that names every bad field. Also checks `shutdownTimeoutMs` and
  * `perMessageDeflate` (other keys, such as `hooks`, are ignored), so a caller can validate a whole
- * `ServeOptions` before forking anything. `undefined` means "the default".
+ * `ServeOptions` before forking anything. `undefined` means "the default". Durations may be given
+ * as `Duration.Input` ({@link DurationOptions}).
  *
  * @example
- * const options = yield* Options.decode({ maxMessageSize: 1 << 20 })
+ * const options = yield* Options.decode({ maxMessageSize: 1 << 20, heartbeatInterval: "20 seconds" })
  * // Options.decode({ maxMessageSize: 0 }) fails with InvalidOptionsError
  */
-export const decode = (input: DecodeInput = {}): Effect.Effect<ServerOptions, InvalidOptionsError> =>
+export const decode = (given: DecodeInput = {}): Effect.Effect<ServerOptions, InvalidOptionsError> =>
   Effect.gen(function*() {
+    const { input, problems: durationProblems } = withMillis(given)
     const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))
     const decoded = yield* Effect.result(
       Schema.decodeUnknownEffect(ServerOptions)({ ...defaultOptions, ...defined }, { errors: "all" })
     )
-    const problems = decoded._tag === "Failure" ? describe(decoded.failure) : []
+    const problems = [...durationProblems, ...(decoded._tag === "Failure" ? describe(decoded.failure) : [])]
     if (input.shutdownTimeoutMs !== undefined && !Schema.is(ShutdownTimeoutMs)(input.shutdownTimeoutMs)) {
       problems.push(`shutdownTimeoutMs: Expected an integer between 0 and 3600000, got ${String(input.shutdownTimeoutMs)}`)
     }

@@ -13,6 +13,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
 import * as Handshake from "../domain/Handshake.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import type { Admission } from "./Admission.ts"
@@ -31,7 +32,9 @@ export interface DeflateSupport {
 }
 
 /**
- * The function a transport runs for each accepted connection.
+ * The function a transport runs for each accepted connection. Each connection
+ * gets its own `Scope`, closed when the connection ends: the app may need
+ * `Scope` (a handler that `yield* broker.subscribe(...)`), and the result does not.
  *
  * @example
  * const run = Reactor.make(app, serverContext)
@@ -42,7 +45,7 @@ export const make = <R>(
   server: ServerContext,
   deflate?: DeflateSupport,
   admission?: Admission
-): (incoming: Incoming) => Effect.Effect<void, never, R> =>
+): (incoming: Incoming) => Effect.Effect<void, never, Exclude<R, Scope.Scope>> =>
 (incoming) =>
   Effect.suspend(() => {
     // Over the server's connection cap: a 503 before a byte of the request is read.
@@ -51,7 +54,7 @@ export const make = <R>(
     session.listen()
     // Suspended, so the handshake's effects are built when run and dropped once done: an idle
     // connection's fiber keeps only what the open phase needs.
-    return Effect.onExit(Effect.suspend(() => runSession(session, app, server, deflate)), (exit) => {
+    return Effect.onExit(Effect.scoped(Effect.suspend(() => runSession(session, app, server, deflate))), (exit) => {
       admission?.leave()
       session.dispose()
       incoming.destroy()
@@ -68,8 +71,8 @@ const runSession = <R>(
   app: App<R>,
   server: ServerContext,
   deflate: DeflateSupport | undefined
-): Effect.Effect<void, never, R> =>
-  Effect.flatMap(session.readHead(), (head): Effect.Effect<void, never, R> => {
+): Effect.Effect<void, never, R | Scope.Scope> =>
+  Effect.flatMap(session.readHead(), (head): Effect.Effect<void, never, R | Scope.Scope> => {
     switch (head._tag) {
       case "Timeout":
       case "Gone":
@@ -113,11 +116,11 @@ const runSession = <R>(
         })
       ])
       if (negotiated === undefined || deflate === undefined) return session.open(request, peer, accepted, undefined)
-      // The zlib streams live as long as the connection (a scope only for compressing connections).
-      return Effect.scoped(Effect.flatMap(
+      // The zlib streams live as long as the connection (in its scope).
+      return Effect.flatMap(
         makeCompressor(negotiated.params, deflate.options).pipe(Effect.provideService(CompressionLimiter, deflate.limiter)),
         (compressor) => session.open(request, peer, accepted, { compressor, threshold: deflate.options.threshold })
-      ))
+      )
     })
   })
 

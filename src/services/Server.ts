@@ -14,9 +14,10 @@ import * as Fiber from "effect/Fiber"
 import * as Cause from "effect/Cause"
 import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
 import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
-import { decode, type InvalidOptionsError, type ServerOptions } from "./Options.ts"
+import { decode, type DurationOptions, type InvalidOptionsError, type ServerOptions, withMillis } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import { CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
@@ -34,7 +35,7 @@ export interface ServerState {
   shuttingDown: boolean
 }
 
-export interface ServeOptions extends Partial<ServerOptions> {
+export interface ServeOptions extends Partial<ServerOptions>, DurationOptions {
   /** How long shutdown waits for peers to answer close 1001. */
   readonly shutdownTimeoutMs?: number | undefined
   /** Extra lifecycle hooks (metrics). */
@@ -76,6 +77,8 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
 /**
  * Serve `app` on the `Transport` until interrupted. On interruption: no new
  * connections, close 1001 to every open one, wait up to `shutdownTimeoutMs`.
+ * Each connection runs in its own `Scope` (closed when it ends), so the app may
+ * need `Scope` and the server does not.
  *
  * @example
  * Server.serve(app, { maxMessageSize: 1 << 20 }).pipe(
@@ -86,12 +89,12 @@ const logClose = (handle: ConnectionHandle, info: CloseInfo) =>
 export const serve = <R>(
   app: App<R>,
   serveOptions: ServeOptions = {}
-): Effect.Effect<never, InvalidOptionsError, R | Transport> =>
+): Effect.Effect<never, InvalidOptionsError, Exclude<R, Scope.Scope> | Transport> =>
   Effect.scoped(Effect.gen(function*() {
     // Every option is checked before anything starts: bad ones fail here, typed (Options.decode).
     const options = yield* decode(serveOptions)
     const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, maxConnections, retryAfterSeconds } =
-      serveOptions
+      withMillis(serveOptions).input
     const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections, retryAfterSeconds }))
     const deflate = yield* makeDeflateSupport(perMessageDeflate)
     const deadlines = yield* Deadlines.make
@@ -180,7 +183,7 @@ export const serve = <R>(
 export const layer = <R>(
   app: App<R>,
   serveOptions: ServeOptions = {}
-): Layer.Layer<never, InvalidOptionsError, R | Transport> =>
+): Layer.Layer<never, InvalidOptionsError, Exclude<R, Scope.Scope> | Transport> =>
   Layer.effectDiscard(Effect.gen(function*() {
     yield* decode(serveOptions)
     yield* Effect.forkScoped(serve(app, serveOptions))

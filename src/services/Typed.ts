@@ -15,7 +15,7 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
-import type { Connection, ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import type { Connection, ConnectionClosedError, MessageDroppedError, Params } from "./Connection.ts"
 import * as Message from "./Message.ts"
 import type { Handler } from "./Router.ts"
 
@@ -71,9 +71,9 @@ export const replyOnDecodeError = <O>(reply: (error: CodecError) => O): DecodeEr
   reply
 })
 
-/** A connection whose messages are decoded values. `raw` is the underlying connection. */
-export interface TypedConnection<I, O> {
-  readonly raw: Connection
+/** A connection whose messages are decoded values. `raw` is the underlying connection (`P`: its route parameters). */
+export interface TypedConnection<I, O, P extends Params = Params> {
+  readonly raw: Connection<P>
   readonly messages: Stream.Stream<I>
   readonly send: (value: O) => Effect.Effect<void, ConnectionClosedError | MessageDroppedError | CodecError>
   /** The encoded form of a value, for `Broker.publish`. */
@@ -88,12 +88,13 @@ export interface TypedOptions<I, O> {
 }
 
 /**
- * Turn a handler of typed values into a route handler.
+ * Turn a handler of typed values into a route handler. Given to `Router.ws`, its
+ * `conn.raw.params` are typed from the route's path.
  */
-export const handler = <I, O, R>(
+export const handler = <I, O, R, P extends Params = Params>(
   options: TypedOptions<I, O>,
-  typedHandler: (connection: TypedConnection<I, O>) => Effect.Effect<void, unknown, R>
-): Handler<R> => {
+  typedHandler: (connection: TypedConnection<I, O, P>) => Effect.Effect<void, unknown, R>
+): Handler<R, P> => {
   const codec = options.codec ?? json(options.incoming, options.outgoing)
   const policy = options.onDecodeError ?? closeOnDecodeError()
   return (connection) => {

@@ -4,7 +4,7 @@
  * `Testing.layer` fail with it at once instead of running (or hanging) with bad options.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Exit, Layer, References, Stream } from "effect"
+import { Context, Duration, Effect, Exit, Layer, References, Stream } from "effect"
 import WebSocket from "ws"
 import * as NodeTcp from "../../src/layers/NodeTcp.ts"
 import * as Options from "../../src/services/Options.ts"
@@ -98,4 +98,50 @@ describe("Server.layer", () => {
       Effect.map((code) => expect(code).toBe(1001)),
       Effect.provideService(References.MinimumLogLevel, "Warn")
     ))
+})
+
+describe("durations as Duration.Input", () => {
+  it.effect("each duration field becomes its …Ms field", () =>
+    Effect.gen(function*() {
+      const options = yield* Options.decode({
+        handshakeTimeout: "5 seconds",
+        closeTimeout: Duration.millis(1500),
+        heartbeatInterval: "20 seconds",
+        heartbeatTimeout: 10_000,
+        idleTimeout: "2 minutes"
+      })
+      expect(options).toMatchObject({
+        handshakeTimeoutMs: 5_000,
+        closeTimeoutMs: 1_500,
+        heartbeatIntervalMs: 20_000,
+        heartbeatTimeoutMs: 10_000,
+        idleTimeoutMs: 120_000
+      })
+      expect(Options.withMillis({ shutdownTimeout: "1 second" }).input).toEqual({ shutdownTimeoutMs: 1_000 })
+      // Typed as Effect's input: a string that is not a duration does not compile.
+      // @ts-expect-error "soon" is not a Duration.Input
+      expect(Options.withMillis({ idleTimeout: "soon" }).problems.length).toBe(1)
+    }))
+
+  it.effect("both forms of one field, a non-duration, or one out of range: InvalidOptionsError naming each", () =>
+    Effect.gen(function*() {
+      const error = yield* Effect.flip(Options.decode({
+        heartbeatInterval: "20 seconds",
+        heartbeatIntervalMs: 20_000,
+        idleTimeout: "Infinity",
+        shutdownTimeout: "2 hours",
+        closeTimeout: "1500 micros"
+      }))
+      expect(error.detail).toContain("heartbeatInterval: give heartbeatInterval or heartbeatIntervalMs, not both")
+      expect(error.detail).toContain("idleTimeout: Expected a finite duration")
+      expect(error.detail).toContain("shutdownTimeoutMs: Expected an integer between 0 and 3600000, got 7200000")
+      expect(error.detail).toContain("closeTimeoutMs")
+    }))
+
+  it.effect("Testing.layer and Server.serve take them too", () =>
+    Effect.gen(function*() {
+      const client = yield* (yield* Testing.TestServer).connect({ path: "/echo" })
+      yield* client.sendText("hi")
+      yield* client.expectText("hi")
+    }).pipe(Effect.provide(Testing.layer(echo, { heartbeatInterval: "1 minute", shutdownTimeout: "1 second" }))))
 })
