@@ -209,4 +209,37 @@ describe("Client against wsreactor's server", () => {
       expect(sent).toBeGreaterThan(0)
       expect(conn.bufferedAmount()).toBeGreaterThan(64 * 1024)
     })))
+
+  it.live("inbound: a client that does not read pauses the socket, and the server's send waits", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const total = 512
+      let sent = 0
+      const app: App<never> = {
+        http: () => Effect.succeed({ status: 404 }),
+        upgrade: () =>
+          Effect.succeed({
+            _tag: "Accept",
+            handler: (c) =>
+              Effect.forEach(
+                Array.from({ length: total }),
+                () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
+                { discard: true }
+              ).pipe(Effect.andThen(Stream.runDrain(c.messages)))
+          })
+      }
+      const server = yield* serverOn(app, { outboundHighWaterMark: 64 * 1024 })
+      const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`, {
+        inboundQueueSize: 4,
+        inboundHighWaterMark: 256 * 1024
+      })
+      yield* Effect.sleep("300 millis")
+      const stalledAt = sent
+      // 32 MiB offered; the kernel's buffers and our bounded inbox hold far less.
+      expect(stalledAt).toBeLessThan(total)
+      yield* Effect.sleep("100 millis")
+      expect(sent).toBe(stalledAt)
+      const received = yield* bounded(conn.messages.pipe(Stream.take(total), Stream.runCount))
+      expect(received).toBe(total)
+      expect(sent).toBe(total)
+    })))
 })
