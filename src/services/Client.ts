@@ -18,13 +18,21 @@
 import { randomFillSync } from "node:crypto"
 import * as Net from "node:net"
 import * as Tls from "node:tls"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Semaphore from "effect/Semaphore"
+import * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ClientDeflate from "../domain/ClientDeflate.ts"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as Handshake from "../domain/Handshake.ts"
@@ -32,6 +40,8 @@ import { type DeflateOptions, resolveDeflateOptions } from "../domain/PerMessage
 import { NodeIncoming } from "../layers/NodeTcp.ts"
 import { CompressionLimiter, makeCompressor } from "./Compression.ts"
 import { ClientConnection, ClientSession } from "./ClientSession.ts"
+import type { CloseInfo, MessageDroppedError } from "./Connection.ts"
+import type * as Message from "./Message.ts"
 import * as Deadlines from "./Deadlines.ts"
 
 export { ClientConnection } from "./ClientSession.ts"
@@ -447,4 +457,213 @@ export const connect = (
       )
     )
     return connection
+  })
+
+// ---------------------------------------------------------------------------
+// reconnecting
+// ---------------------------------------------------------------------------
+
+/** Where a {@link ReconnectingClient} stands. */
+export type ConnectionState =
+  /** Opening a connection (`attempt` counts from 1 since the last one that opened). */
+  | { readonly _tag: "Connecting"; readonly attempt: number }
+  /** Open, `onOpen` done and the messages buffered while down sent. */
+  | { readonly _tag: "Open"; readonly connection: ClientConnection }
+  /** Waiting for the schedule's next delay after `cause` (a failed attempt, or how the last connection closed). */
+  | { readonly _tag: "Reconnecting"; readonly attempt: number; readonly cause: ReconnectCause }
+  /** Stopped for good: `close` was called, the scope ended, or the schedule gave up (`cause` is the last one). */
+  | { readonly _tag: "Closed"; readonly cause: ReconnectCause | undefined }
+
+/** Why a connection is not open: it closed (how), or an attempt failed (why). */
+export type ReconnectCause =
+  | { readonly _tag: "Disconnected"; readonly info: CloseInfo }
+  | { readonly _tag: "Failed"; readonly error: unknown }
+
+/** `send` while no connection is open and the buffer is full (or the client is stopped). */
+export class ClientDownError extends Data.TaggedError("ClientDownError")<{
+  /** Messages waiting for the next connection. */
+  readonly buffered: number
+  readonly stopped: boolean
+}> {
+  override get message(): string {
+    return this.stopped
+      ? "the reconnecting client is closed"
+      : `no open connection and ${this.buffered} message(s) already buffered`
+  }
+}
+
+/**
+ * The default backoff: exponential from 100 ms, doubling, jittered (x0.8..1.2),
+ * never more than 30 s between attempts, forever.
+ */
+export const defaultReconnectSchedule: Schedule.Schedule<Duration.Duration> = Schedule.min([
+  Schedule.exponential("100 millis", 2).pipe(Schedule.jittered),
+  Schedule.spaced("30 seconds")
+])
+
+export interface ReconnectOptions<R = never> extends ConnectOptions {
+  /**
+   * When to try again, fed with each {@link ReconnectCause}; when it ends, the
+   * client stops ({@link defaultReconnectSchedule} never ends). The schedule
+   * restarts after every connection that opened.
+   */
+  readonly schedule?: Schedule.Schedule<unknown, ReconnectCause, never, R> | undefined
+  /**
+   * Runs after each (re)connect, before the buffered messages are sent and
+   * the state turns `Open` (subscribe again, authenticate). A failure closes
+   * that connection and counts as a failed attempt.
+   */
+  readonly onOpen?: ((connection: ClientConnection) => Effect.Effect<void, unknown, R>) | undefined
+  /**
+   * Messages `send` keeps while no connection is open, sent in order once one
+   * is (default 256; 0: `send` fails at once). Past it `send` fails with
+   * {@link ClientDownError}. Messages still buffered when the client stops are dropped.
+   */
+  readonly bufferWhileDown?: number | undefined
+}
+
+/** A connection that comes back: see {@link reconnecting}. */
+export interface ReconnectingClient {
+  /** The current state; `SubscriptionRef.changes(client.state)` streams every change. */
+  readonly state: SubscriptionRef.SubscriptionRef<ConnectionState>
+  /** The messages of every connection, in order; ends when the client stops. */
+  readonly messages: Stream.Stream<Message.Message>
+  /** Send on the open connection, or buffer while down (see `bufferWhileDown`). */
+  readonly send: (message: Message.Outgoing) => Effect.Effect<void, ClientDownError | MessageDroppedError>
+  /** Stop reconnecting and close the open connection (if any) with `code`; waits until it is closed. */
+  readonly close: (code?: number, reason?: string) => Effect.Effect<void>
+  /** Completes when the client has stopped for good. */
+  readonly closed: Effect.Effect<void>
+}
+
+/**
+ * A client that reconnects on its own: when the connection drops (or an
+ * attempt fails) it waits as the `schedule` says and connects again, runs
+ * `onOpen` on every new connection, and buffers what is sent while down.
+ * The client lives in the current scope; leaving it closes with 1000.
+ *
+ * @example
+ * const client = yield* Client.reconnecting("wss://example.com/feed", {
+ *   onOpen: (conn) => conn.send(JSON.stringify({ subscribe: "prices" }))
+ * })
+ * yield* client.messages.pipe(Stream.runForEach((m) => Console.log(m)), Effect.forkScoped)
+ * yield* SubscriptionRef.changes(client.state).pipe(Stream.runForEach((s) => Console.log(s._tag)), Effect.forkScoped)
+ */
+export const reconnecting = <R = never>(
+  url: string | URL,
+  options: ReconnectOptions<R> = {}
+): Effect.Effect<ReconnectingClient, ClientOptionsError, Scope.Scope | R> =>
+  Effect.gen(function*() {
+    const { schedule = defaultReconnectSchedule, onOpen, bufferWhileDown = 256, ...connectOptions } = options
+    // Bad options and URLs are reported now, not retried forever.
+    const resolved = yield* resolve(connectOptions)
+    yield* parseUrl(url)
+    if (!Number.isInteger(bufferWhileDown) || bufferWhileDown < 0) {
+      return yield* new ClientOptionsError({ detail: `bufferWhileDown: expected an integer >= 0, got ${bufferWhileDown}` })
+    }
+    const state = yield* SubscriptionRef.make<ConnectionState>({ _tag: "Connecting", attempt: 1 })
+    const queue = yield* Queue.bounded<Message.Message, Cause.Done>(resolved.options.inboundQueueSize)
+    const done = yield* Deferred.make<void>()
+    let pending: Array<Message.Outgoing> = []
+    let current: ClientConnection | undefined
+    let stopped = false
+
+    const buffer = (message: Message.Outgoing): Effect.Effect<void, ClientDownError> =>
+      Effect.suspend(() => {
+        if (stopped) return Effect.fail(new ClientDownError({ buffered: pending.length, stopped: true }))
+        if (pending.length >= bufferWhileDown) {
+          return Effect.fail(new ClientDownError({ buffered: pending.length, stopped: false }))
+        }
+        pending.push(message)
+        return Effect.void
+      })
+
+    const send = (message: Message.Outgoing): Effect.Effect<void, ClientDownError | MessageDroppedError> =>
+      Effect.suspend(() => {
+        const conn = current
+        if (conn === undefined) return buffer(message)
+        // Closed under us: the message waits for the next connection.
+        return Effect.catchTag(conn.send(message), "ConnectionClosedError", () => buffer(message))
+      })
+
+    // One connection, from connect to its end (how it closed).
+    const session = Effect.gen(function*() {
+      const conn = yield* connect(url, connectOptions)
+      if (onOpen !== undefined) yield* onOpen(conn)
+      while (pending.length > 0) {
+        const batch = pending
+        pending = []
+        yield* Effect.tapError(conn.sendAll(batch), () => Effect.sync(() => (pending = batch.concat(pending))))
+      }
+      current = conn
+      yield* SubscriptionRef.set(state, { _tag: "Open", connection: conn })
+      // Every message of this connection is handed on before the next connection's (offer waits
+      // while the reader is behind: backpressure reaches the socket).
+      yield* conn.messages.pipe(Stream.runForEach((m) => Queue.offer(queue, m)))
+      const info = yield* conn.closed
+      return info
+    }).pipe(
+      Effect.ensuring(Effect.sync(() => (current = undefined))),
+      Effect.scoped
+    )
+
+    const loop = Effect.gen(function*() {
+      let step = yield* Schedule.toStepWithSleep(schedule)
+      let attempt = 1
+      let last: ReconnectCause | undefined
+      while (!stopped) {
+        yield* SubscriptionRef.set(state, { _tag: "Connecting", attempt })
+        const exit = yield* Effect.exit(session)
+        if (stopped) break
+        if (exit._tag === "Success") {
+          // It opened: the backoff starts over.
+          step = yield* Schedule.toStepWithSleep(schedule)
+          attempt = 1
+          last = { _tag: "Disconnected", info: exit.value }
+        } else {
+          last = { _tag: "Failed", error: Cause.squash(exit.cause) }
+          attempt++
+        }
+        yield* SubscriptionRef.set(state, { _tag: "Reconnecting", attempt, cause: last })
+        const next = yield* Effect.exit(step(last))
+        if (next._tag === "Failure") break // the schedule gave up
+      }
+      return last
+    })
+
+    const finish = (cause: ReconnectCause | undefined) =>
+      Effect.gen(function*() {
+        stopped = true
+        pending = []
+        yield* SubscriptionRef.set(state, { _tag: "Closed", cause })
+        yield* Queue.end(queue)
+        yield* Deferred.succeed(done, undefined)
+      })
+
+    const fiber = yield* loop.pipe(
+      Effect.flatMap(finish),
+      Effect.onInterrupt(() => finish(undefined)),
+      Effect.forkDetach
+    )
+
+    const close = (code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        stopped = true
+        const conn = current
+        return Effect.andThen(
+          conn === undefined ? Effect.void : conn.close(code, reason),
+          // Interrupting the loop closes the connection's scope, which waits for the closing handshake.
+          Fiber.interrupt(fiber)
+        )
+      }).pipe(Effect.andThen(Deferred.await(done)))
+
+    yield* Effect.addFinalizer(() => close())
+
+    return {
+      state,
+      messages: Stream.fromQueue(queue),
+      send,
+      close,
+      closed: Deferred.await(done)
+    } satisfies ReconnectingClient
   })
