@@ -6,12 +6,14 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as Net from "node:net"
 import * as Handshake from "../../src/domain/Handshake.ts"
 import * as Client from "../../src/services/Client.ts"
 import type { CloseInfo } from "../../src/services/Connection.ts"
 import * as Message from "../../src/services/Message.ts"
+import * as Typed from "../../src/services/Typed.ts"
 import type { App } from "../../src/services/Reactor.ts"
 import type { ServeOptions } from "../../src/services/Server.ts"
 import { startServer } from "../support/TcpServer.ts"
@@ -241,5 +243,38 @@ describe("Client against wsreactor's server", () => {
       const received = yield* bounded(conn.messages.pipe(Stream.take(total), Stream.runCount))
       expect(received).toBe(total)
       expect(sent).toBe(total)
+    })))
+
+  it.live("Typed codecs on a client connection: values both ways; a message that does not decode closes 1007", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const serverSaw = yield* Deferred.make<CloseInfo>()
+      const app: App<never> = {
+        http: () => Effect.succeed({ status: 404 }),
+        upgrade: () =>
+          Effect.succeed({
+            _tag: "Accept",
+            handler: (c) =>
+              Effect.gen(function*() {
+                const [first] = yield* c.messages.pipe(Stream.take(1), Stream.runCollect)
+                const n = JSON.parse((first as Message.TextMessage).text).n as number
+                yield* c.sendAll([JSON.stringify({ doubled: n * 2 }), "not json"])
+                yield* Deferred.succeed(serverSaw, yield* c.closed)
+              })
+          })
+      }
+      const server = yield* serverOn(app)
+      const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`)
+      const seen: Array<number> = []
+      yield* bounded(Typed.handler(
+        { incoming: Schema.Struct({ doubled: Schema.Number }), outgoing: Schema.Struct({ n: Schema.Number }) },
+        (typed) =>
+          Effect.andThen(
+            typed.send({ n: 21 }),
+            typed.messages.pipe(Stream.runForEach((m) => Effect.sync(() => seen.push(m.doubled))))
+          )
+      )(conn))
+      expect(seen).toEqual([42])
+      expect(yield* bounded(conn.closed)).toMatchObject({ code: 1007, initiatedBy: "local", wasClean: true })
+      expect((yield* bounded(Deferred.await(serverSaw))).code).toBe(1007)
     })))
 })
