@@ -75,6 +75,7 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
   private head: Head | undefined = undefined
   private headWaiter: ((head: Head) => void) | undefined = undefined
   private early: Uint8Array | undefined = undefined
+  private eofInHead = false
 
   // ---- Open
   protocol!: Protocol
@@ -132,8 +133,9 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
   onEnd(): void {
     switch (this.phase) {
       case "Head":
+        // The handshake fails (or the first frames are read from `early`); `finish` drops the socket.
         if (this.head === undefined) this.headComplete({ _tag: "Gone" })
-        this.phase = "Closed"
+        else this.eofInHead = true
         return
       case "Open":
       case "Discarding":
@@ -221,6 +223,8 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
     const early = this.early
     this.early = undefined
     if (early !== undefined) this.receive(early)
+    // The server sent its frames and closed TCP before we were open: the EOF is handled now.
+    if (this.eofInHead) return this.onEnd()
     this.updateReading()
   }
 

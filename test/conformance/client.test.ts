@@ -270,4 +270,31 @@ describe("client closing handshake (§7.1.1)", () => {
       expect(peer!.texts).toEqual(["masked"])
       expect(peer!.pongs).toEqual(["ping!"])
     })))
+
+  it.live("a server that sends a close and drops TCP at once, right behind the 101: the close is still read", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const { port } = yield* rawServer((peer) => {
+        peer.socket.end(Buffer.concat([frame(0x81, Buffer.from("last words")), FrameEncoder.encodeClose(1001, "going")]))
+      })
+      const conn = yield* Client.connect(`ws://127.0.0.1:${port}/`)
+      const info = yield* bounded(conn.closed)
+      expect(info).toMatchObject({ code: 1001, reason: "going", initiatedBy: "peer" })
+      const messages = yield* bounded(Stream.runCollect(conn.messages))
+      expect(messages.map((m) => (m as Message.TextMessage).text)).toEqual(["last words"])
+    })))
+
+  it.live("heartbeat: a server that answers no ping is dropped (1006)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // The raw server reads frames but never answers: no pong, nothing.
+      const { port } = yield* rawServer(() => {})
+      const conn = yield* Client.connect(`ws://127.0.0.1:${port}/`, {
+        heartbeatIntervalMs: 100,
+        heartbeatTimeoutMs: 100,
+        closeTimeoutMs: 100
+      })
+      const started = Date.now()
+      const info = yield* bounded(conn.closed)
+      expect(Date.now() - started).toBeGreaterThanOrEqual(150)
+      expect(info).toMatchObject({ code: 1006, reason: "heartbeat timeout", wasClean: false })
+    })))
 })
