@@ -33,8 +33,8 @@ describe("Outbox.pack", () => {
       fc.property(fc.array(chunk, { minLength: 1, maxLength: 120 }), (batch) => {
         const out = pack(batch, sum(batch))
         expect(view(concatBytes(out)).equals(view(concatBytes(batch)))).toBe(true)
-        const inputs = new Set(batch)
-        const outputs = new Set(out)
+        const inputs = new Set<Uint8Array>(batch)
+        const outputs = new Set<Uint8Array>(out)
         for (const b of batch) if (b.length >= 4096) expect(outputs.has(b)).toBe(true)
         for (const o of out) if (!inputs.has(o)) expect(o.length).toBeLessThanOrEqual(64 * 1024)
         // Never two small buffers side by side: they would have been coalesced.
