@@ -95,8 +95,23 @@ const flushDue = () => {
   for (let i = 0; i < outboxes.length; i++) outboxes[i]!.flush()
 }
 
+// Broadcast frames wait for the end of the event loop's I/O phase instead: publishes made by
+// many publishers' reads in one loop iteration then reach each subscriber in one write (one
+// syscall per subscriber per iteration, not per delivery), as uWS corks a publish until the
+// end of its loop iteration.
+let dueLate: Array<Outbox> = []
+const flushDueLate = () => {
+  const outboxes = dueLate
+  dueLate = []
+  for (let i = 0; i < outboxes.length; i++) outboxes[i]!.flushLate()
+}
+const afterIo: (f: () => void) => void = typeof setImmediate === "function"
+  ? (f) => void setImmediate(f)
+  : (f) => void setTimeout(f, 0)
+
 export class Outbox {
   private scheduled = false
+  private scheduledLate = false
   private congested = false
   /** No more writes (the connection is closing its TCP side or gone). */
   private closed = false
@@ -136,6 +151,24 @@ export class Outbox {
     this.scheduled = true
     if (due.length === 0) queueMicrotask(flushDue)
     due.push(this)
+  }
+
+  /**
+   * Frames were queued by a broadcast: write them once this event-loop
+   * iteration's I/O callbacks have run (see `dueLate`); a `schedule()` in
+   * the meantime writes them sooner.
+   */
+  scheduleLate(): void {
+    if (this.scheduled || this.scheduledLate || this.closed) return
+    this.scheduledLate = true
+    if (dueLate.length === 0) afterIo(flushDueLate)
+    dueLate.push(this)
+  }
+
+  /** The late flush: nothing to do if a microtask flush came first. */
+  flushLate(): void {
+    this.scheduledLate = false
+    if (!this.scheduled) this.flush()
   }
 
   /** Write what is queued now (unless congested or closed). */
