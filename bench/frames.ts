@@ -83,6 +83,26 @@ export const makePayload = (size: number): Buffer => {
   return p
 }
 
+/** Digits of the publisher tag written after the timestamp (fan-out with many publishers). */
+export const TAG_BYTES = 4
+
+/** Writes `tag` as TAG_BYTES ASCII digits right after the timestamp (unmasked payload). */
+export const writeTag = (payload: Buffer, tag: number): void => {
+  let v = tag
+  for (let i = TAG_BYTES - 1; i >= 0; i--) {
+    payload[STAMP_BYTES + i] = 48 + (v % 10)
+    v = Math.floor(v / 10)
+  }
+}
+
+/** Reads the tag written by `writeTag`; 0 when the payload is too short to hold one. */
+export const readTag = (payload: Uint8Array): number => {
+  if (payload.length < STAMP_BYTES + TAG_BYTES) return 0
+  let v = 0
+  for (let i = 0; i < TAG_BYTES; i++) v = v * 10 + (payload[STAMP_BYTES + i]! - 48)
+  return v
+}
+
 /** Masked close frame with status 1000 (RFC 6455 §5.5.1). */
 export const closeFrame = (): Buffer => {
   const body = Buffer.alloc(2)

@@ -28,8 +28,10 @@ import {
   OP_TEXT,
   rawFrame,
   readStamp,
+  readTag,
   STAMP_BYTES,
-  stampFrame
+  stampFrame,
+  writeTag
 } from "./frames.ts"
 
 export type LoadMode = "echo" | "handshake" | "idle" | "fanout"
@@ -45,6 +47,8 @@ export interface LoadOptions {
   readonly conns: number
   /** Messages in flight per connection (fanout: per publisher). */
   readonly inflight?: number
+  /** fanout: publisher connections (default 1); each keeps `inflight` messages outstanding. */
+  readonly publishers?: number
   readonly size?: number
   readonly binary?: boolean
   /** Unmeasured traffic before the window, then the measured window. */
@@ -254,12 +258,13 @@ const openMany = async (
 /** Wires a WebSocket reader that reassembles messages and answers pings. */
 const onMessages = (
   link: Link,
-  onMessage: (stampUs: number, bytes: number) => void,
+  onMessage: (stampUs: number, bytes: number, tag: number) => void,
   onError: () => void,
   afterChunk?: () => void
 ): void => {
   const socket = link.socket
   let stamp = 0
+  let tag = 0
   let bytes = 0
   let inMessage = false
   const feed = makeFrameReader(
@@ -267,13 +272,14 @@ const onMessages = (
       if (opcode === OP_TEXT || opcode === OP_BINARY || (opcode === OP_CONT && inMessage)) {
         if (!inMessage) {
           stamp = payload.length >= STAMP_BYTES ? readStamp(payload, 0) : 0
+          tag = readTag(payload)
           bytes = 0
           inMessage = true
         }
         bytes += payload.length
         if (fin) {
           inMessage = false
-          onMessage(stamp, bytes)
+          onMessage(stamp, bytes, tag)
         }
       } else if (opcode === OP_PING) {
         socket.write(encodeClientFrame(OP_PONG, payload).bytes)
@@ -300,8 +306,9 @@ const onMessages = (
  * one write covers them (two at the wrap), and a slot is never patched while a
  * write of it may still be queued (its reply proves the server has read it).
  */
-const makeSender = (o: LoadOptions, n: number, socket: () => net.Socket) => {
+const makeSender = (o: LoadOptions, n: number, socket: () => net.Socket, tag?: number) => {
   const payload = makePayload(o.size ?? 32)
+  if (tag !== undefined) writeTag(payload, tag)
   const frames = Array.from({ length: n }, () =>
     o.raw ? rawFrame(payload) : encodeClientFrame(o.binary ? OP_BINARY : OP_TEXT, payload))
   const frameLen = frames[0]!.bytes.length
@@ -468,48 +475,73 @@ const runIdle = async (o: LoadOptions): Promise<LoadResult> => {
 }
 
 /**
- * Fan-out: subscribers connect to /fanout, one publisher to /fanout?pub=1.
- * The publisher keeps `inflight` messages outstanding; a message is done when
- * every subscriber got it (subscribers see messages in publish order).
+ * Fan-out: subscribers connect to /fanout, `publishers` publishers (default 1)
+ * to /fanout?pub=1. Each publisher keeps `inflight` messages outstanding; a
+ * message is done when every subscriber got it. Payloads carry their
+ * publisher's index (after the timestamp): a subscriber sees each publisher's
+ * messages in order, interleaved with the others'. Counts deliveries.
  */
 const runFanout = async (o: LoadOptions): Promise<LoadResult> => {
   const base = o.path ?? "/fanout"
   const inflight = o.inflight ?? 10
   const size = o.size ?? 32
+  const publishers = Math.max(1, o.publishers ?? 1)
   const w = makeWindow()
   const { links, failed } = await openMany(o.conns, 50, () => connect(o, base, false))
   w.errors += failed
   const subscribers = links.length
-  const done = new Uint32Array(inflight) // deliveries of message m live in done[m % inflight]
-  let pub: net.Socket | undefined
-  const sender = makeSender(o, inflight, () => pub!)
-  for (const link of links) {
-    let received = 0
+  // Deliveries of publisher p's message m live in done[p * inflight + m % inflight].
+  const done = new Uint32Array(publishers * inflight)
+  const pubs: Array<net.Socket | undefined> = Array.from({ length: publishers }, () => undefined)
+  const senders = pubs.map((_, p) => makeSender(o, inflight, () => pubs[p]!, p))
+  // Publishers owed a send since the last flush (each listed once).
+  const owing: Array<number> = []
+  const isOwing = new Uint8Array(publishers)
+  const flushOwing = () => {
+    if (pubs[publishers - 1] === undefined) return
+    for (let i = 0; i < owing.length; i++) {
+      senders[owing[i]!]!.flush()
+      isOwing[owing[i]!] = 0
+    }
+    owing.length = 0
+  }
+  links.forEach((link) => {
+    const received = new Uint32Array(publishers) // per publisher: messages seen by this subscriber
     onMessages(
       link,
-      (stampUs, bytes) => {
-        if (bytes !== size) w.errors++
+      (stampUs, bytes, tag) => {
+        if (bytes !== size || tag >= publishers) return void w.errors++
         w.record(stampUs, bytes)
-        const slot = received++ % inflight
+        const slot = tag * inflight + (received[tag]!++ % inflight)
         if (++done[slot]! === subscribers) {
           done[slot] = 0
-          if (!w.stopping) sender.owe()
+          if (!w.stopping) {
+            senders[tag]!.owe()
+            if (isOwing[tag] === 0) {
+              isOwing[tag] = 1
+              owing.push(tag)
+            }
+          }
         }
       },
       () => w.errors++,
-      () => pub !== undefined && sender.flush()
+      flushOwing
     )
-  }
+  })
   await sleep(200) // let the server finish registering the last subscribers
-  const p = await connect(o, `${base}?pub=1`, false)
-  pub = p.socket
-  onMessages(p, () => {}, () => w.errors++)
+  for (let p = 0; p < publishers; p++) {
+    const link = await connect(o, `${base}?pub=1`, false)
+    pubs[p] = link.socket
+    onMessages(link, () => {}, () => w.errors++)
+  }
   if (subscribers > 0) {
-    for (let i = 0; i < inflight; i++) sender.owe()
-    sender.flush()
+    for (const sender of senders) {
+      for (let i = 0; i < inflight; i++) sender.owe()
+      sender.flush()
+    }
   }
   const result = await w.run(o.rampMs ?? 300, o.durationMs ?? 2000, subscribers === 0 ? "no subscriber" : undefined)
-  closeAll([pub, ...links.map((l) => l.socket)], true)
+  closeAll([...pubs.filter((s) => s !== undefined), ...links.map((l) => l.socket)], true)
   return result
 }
 

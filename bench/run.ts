@@ -37,7 +37,9 @@ const config = {
   /** One unrecorded run per peer before a scenario's rounds (quick: the ramp of round 1 warms up). */
   warmupMs: quick ? 0 : 500,
   idleConns: quick ? 2000 : 10_000,
-  subscribers: quick ? 200 : 1000
+  subscribers: quick ? 200 : 1000,
+  /** Many-to-many fan-out: this many publishers and as many subscribers. */
+  manyToMany: quick ? 50 : 100
 }
 
 // ---------------------------------------------------------------- peers
@@ -154,6 +156,20 @@ const SCENARIOS: ReadonlyArray<Scenario> = [
     title: `fan-out: 1 publisher → ${config.subscribers} subscribers, 10 in flight × 32 B`,
     kind: "fanout",
     load: { conns: config.subscribers, inflight: 10, size: 32, binary: true, path: "/fanout" },
+    withTcp: false
+  },
+  {
+    name: "fanout-many",
+    title: `fan-out: ${config.manyToMany} publishers → ${config.manyToMany} subscribers, 1 in flight each × 32 B`,
+    kind: "fanout",
+    load: {
+      conns: config.manyToMany,
+      publishers: config.manyToMany,
+      inflight: 1,
+      size: 32,
+      binary: true,
+      path: "/fanout"
+    },
     withTcp: false
   }
 ]

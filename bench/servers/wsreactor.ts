@@ -4,8 +4,14 @@
  * Echo on any path; /fanout subscribes to a Broker topic, /fanout?pub=1 publishes
  * every message it receives to it (encoded once for all subscribers).
  */
-import { NodeRuntime } from "@effect/platform-node"
-import { Effect, Layer, References, Stream } from "effect"
+// Module imports, not the package barrels: `from "effect"` loads every Effect module, which
+// holds ~16 MB more live heap, and every full GC walks it (a large-message echo runs one per
+// few dozen messages). Applications should import the same way.
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as References from "effect/References"
+import * as Stream from "effect/Stream"
 import * as NodeTcp from "../../src/layers/NodeTcp.ts"
 import * as Broker from "../../src/services/Broker.ts"
 import * as Router from "../../src/services/Router.ts"

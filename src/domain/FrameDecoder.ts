@@ -15,7 +15,7 @@
  * // events: [{ _tag: "Message", binary: false, data, compressed: false }], error: undefined
  */
 import * as CloseCode from "./CloseCode.ts"
-import { maskRange } from "./Mask.ts"
+import { copyMasked, maskRange } from "./Mask.ts"
 import { type ProtocolError, protocolError } from "./ProtocolError.ts"
 import * as Utf8 from "./Utf8.ts"
 import { Opcode } from "./Opcode.ts"
@@ -187,8 +187,9 @@ const skip = (s: DecoderState, n: number): void => {
   s.offset = off
 }
 
-// Copy input into the partial payload, unmasking and (for text) checking what
-// arrived. Returns an error on invalid UTF-8, else undefined.
+// Copy input into the partial payload, unmasking as it goes (one pass per byte
+// with the native mask) and (for text) checking what arrived. Returns an error
+// on invalid UTF-8, else undefined.
 const fillPartial = (s: DecoderState): ProtocolError | undefined => {
   const dest = s.partial!
   const chunks = s.chunks
@@ -198,7 +199,18 @@ const fillPartial = (s: DecoderState): ProtocolError | undefined => {
   while (filled < dest.length && used < chunks.length) {
     const chunk = chunks[used]!
     const take = Math.min(chunk.length - s.offset, dest.length - filled)
-    dest.set(take === chunk.length ? chunk : chunk.subarray(s.offset, s.offset + take), filled)
+    const piece = take === chunk.length ? chunk : chunk.subarray(s.offset, s.offset + take)
+    if (s.masked) {
+      // Mask byte for payload position p is m[p % 4]: rotate to start at `filled`.
+      const r = filled & 3
+      const m0 = s.m0, m1 = s.m1, m2 = s.m2, m3 = s.m3
+      if (r === 0) copyMasked(piece, dest, filled, m0, m1, m2, m3)
+      else if (r === 1) copyMasked(piece, dest, filled, m1, m2, m3, m0)
+      else if (r === 2) copyMasked(piece, dest, filled, m2, m3, m0, m1)
+      else copyMasked(piece, dest, filled, m3, m0, m1, m2)
+    } else {
+      dest.set(piece, filled)
+    }
     filled += take
     s.available -= take
     if (s.offset + take === chunk.length) {
@@ -211,12 +223,6 @@ const fillPartial = (s: DecoderState): ProtocolError | undefined => {
   if (used > 0) chunks.splice(0, used)
   if (filled === from) return undefined
   s.partialFilled = filled
-  // Mask byte for payload position p is m[p % 4]: rotate to start at `from`.
-  if (s.masked) {
-    const r = from & 3
-    const m = [s.m0, s.m1, s.m2, s.m3]
-    maskRange(dest, from, filled, m[r]!, m[(r + 1) & 3]!, m[(r + 2) & 3]!, m[(r + 3) & 3]!)
-  }
   if (s.partialChecked) {
     // RFC 6455 §8.1 + Autobahn 6.4.3/6.4.4: fail as soon as invalid text arrives.
     s.utf8 = Utf8.validate(s.utf8, dest, from, filled)

@@ -9,7 +9,7 @@
  * // [81 02 68 69]: ready for a vectored write
  */
 import { Opcode } from "./Opcode.ts"
-import { maskRange } from "./Mask.ts"
+import { copyMasked } from "./Mask.ts"
 
 export { applyMask } from "./Mask.ts"
 
@@ -95,8 +95,8 @@ export const frameHeader = (options: FrameOptions, payloadLength: number): Uint8
 }
 
 const maskedCopy = (payload: Uint8Array, mask: Uint8Array): Uint8Array => {
-  const copy = payload.slice()
-  maskRange(copy, 0, copy.length, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+  const copy = allocate(payload.length)
+  copyMasked(payload, copy, 0, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
   return copy
 }
 
@@ -123,9 +123,9 @@ export const encodeFrameConcat = (options: FrameOptions, payload: Uint8Array): U
   const length = payload.length
   const out = allocate(headerLength(length, options.mask !== undefined) + length)
   const at = writeHeader(out, options, length)
-  out.set(payload, at)
   const mask = options.mask
-  if (mask !== undefined) maskRange(out, at, at + length, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+  if (mask === undefined) out.set(payload, at)
+  else copyMasked(payload, out, at, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
   return out
 }
 

@@ -3,8 +3,8 @@
  * socket in one write per turn, however many `send`s produced them.
  *
  * - Batching: every outbox that got frames in this turn is flushed by one
- *   shared microtask (no closure and no task per connection); many small
- *   frames are copied into one buffer, large ones keep their buffers.
+ *   shared microtask (no closure and no task per connection); small frames
+ *   are copied together, large buffers are written by reference (see `pack`).
  * - Backpressure: when the transport says its buffer is over its mark, the
  *   outbox is congested: frames stay queued (counted in `bufferedAmount`)
  *   until `onDrain`, and the owner stops reading a peer that does not read.
@@ -26,16 +26,64 @@ export interface OutboxOwner {
 }
 
 // Many small frames written in one turn go out as one buffer: one copy is cheaper than a vectored
-// write of hundreds of tiny buffers (each wrapped, each an iovec). Large batches keep their buffers.
+// write of hundreds of tiny buffers (each wrapped, each an iovec). A large buffer (a payload the
+// encoder kept apart from its header: an echo hands back the bytes it received) is never copied:
+// it goes out by reference in the same vectored write, between the coalesced runs around it.
 const COALESCE_MAX = 64 * 1024
+/** From this size a buffer is written as is (FrameEncoder keeps payloads over 4 KiB apart too). */
+const LARGE = 4096
 
-const coalesce = (chunks: ReadonlyArray<Uint8Array>, bytes: number): Uint8Array => {
-  const out = typeof Buffer === "function" ? Buffer.allocUnsafe(bytes) : new Uint8Array(bytes)
+const allocate = (bytes: number): Uint8Array =>
+  typeof Buffer === "function" ? Buffer.allocUnsafe(bytes) : new Uint8Array(bytes)
+
+// Copy chunks[from, to) (bytes in all) into one buffer.
+const coalesce = (chunks: ReadonlyArray<Uint8Array>, from: number, to: number, bytes: number): Uint8Array => {
+  const out = allocate(bytes)
   let at = 0
-  for (let i = 0; i < chunks.length; i++) {
+  for (let i = from; i < to; i++) {
     out.set(chunks[i]!, at)
     at += chunks[i]!.length
   }
+  return out
+}
+
+/**
+ * The buffers to write for a batch: runs of small frames copied together (at
+ * most COALESCE_MAX bytes each), large buffers as they are.
+ *
+ * @example
+ * pack([header, payloadOf1MiB], 1048586) // the same two buffers: one writev, no copy
+ */
+export const pack = (batch: ReadonlyArray<Uint8Array>, bytes: number): ReadonlyArray<Uint8Array> => {
+  const n = batch.length
+  if (n === 1) return batch
+  if (bytes <= COALESCE_MAX) {
+    // The common case (small echoes): one copy, unless some buffer is large.
+    let large = false
+    for (let i = 0; i < n && !large; i++) large = batch[i]!.length >= LARGE
+    if (!large) return [coalesce(batch, 0, n, bytes)]
+  }
+  const out: Array<Uint8Array> = []
+  let runStart = 0
+  let runBytes = 0
+  const endRun = (end: number) => {
+    if (end - runStart === 1) out.push(batch[runStart]!)
+    else if (end > runStart) out.push(coalesce(batch, runStart, end, runBytes))
+    runStart = end
+    runBytes = 0
+  }
+  for (let i = 0; i < n; i++) {
+    const length = batch[i]!.length
+    if (length >= LARGE) {
+      endRun(i)
+      out.push(batch[i]!)
+      runStart = i + 1
+    } else {
+      if (runBytes + length > COALESCE_MAX) endRun(i)
+      runBytes += length
+    }
+  }
+  endRun(n)
   return out
 }
 
@@ -56,8 +104,29 @@ const flushDue = () => {
   }
 }
 
+// Broadcast frames wait for the end of the event loop's I/O phase instead: publishes made by
+// many publishers' reads in one loop iteration then reach each subscriber in one write (one
+// syscall per subscriber per iteration, not per delivery), as uWS corks a publish until the
+// end of its loop iteration.
+let dueLate: Array<Outbox> = []
+const flushDueLate = () => {
+  const outboxes = dueLate
+  dueLate = []
+  for (let i = 0; i < outboxes.length; i++) {
+    try {
+      outboxes[i]!.flushLate()
+    } catch (defect) {
+      outboxes[i]!.fail(defect)
+    }
+  }
+}
+const afterIo: (f: () => void) => void = typeof setImmediate === "function"
+  ? (f) => void setImmediate(f)
+  : (f) => void setTimeout(f, 0)
+
 export class Outbox {
   private scheduled = false
+  private scheduledLate = false
   private congested = false
   /** No more writes (the connection is closing its TCP side or gone). */
   private closed = false
@@ -99,6 +168,24 @@ export class Outbox {
     due.push(this)
   }
 
+  /**
+   * Frames were queued by a broadcast: write them once this event-loop
+   * iteration's I/O callbacks have run (see `dueLate`); a `schedule()` in
+   * the meantime writes them sooner.
+   */
+  scheduleLate(): void {
+    if (this.scheduled || this.scheduledLate || this.closed) return
+    this.scheduledLate = true
+    if (dueLate.length === 0) afterIo(flushDueLate)
+    dueLate.push(this)
+  }
+
+  /** The late flush: nothing to do if a microtask flush came first. */
+  flushLate(): void {
+    this.scheduledLate = false
+    if (!this.scheduled) this.flush()
+  }
+
   /** Write what is queued now (unless congested or closed). */
   flush(): void {
     this.scheduled = false
@@ -108,7 +195,7 @@ export class Outbox {
       this.hooks.onBytesOut?.(bytes)
       let ok: boolean
       try {
-        ok = this.incoming.write(batch.length > 1 && bytes <= COALESCE_MAX ? [coalesce(batch, bytes)] : batch)
+        ok = this.incoming.write(pack(batch, bytes))
       } catch (defect) {
         this.closed = true
         return this.owner.onWriteDefect(defect)

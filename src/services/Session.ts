@@ -576,7 +576,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       return false
     }
     this.protocol.sendFrame(frame)
-    this.outbox.schedule()
+    this.outbox.scheduleLate() // a broadcast: one write per subscriber per loop iteration
     this.server.hooks.onMessagesOut?.(1)
     return true
   }

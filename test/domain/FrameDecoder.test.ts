@@ -3,6 +3,7 @@ import fc from "fast-check"
 import * as FrameDecoder from "../../src/domain/FrameDecoder.ts"
 import { type DecoderEvent, type DecoderOptions, Opcode } from "../../src/domain/FrameDecoder.ts"
 import * as FrameEncoder from "../../src/domain/FrameEncoder.ts"
+import { useNative } from "../../src/domain/Mask.ts"
 import type { ProtocolError } from "../../src/domain/ProtocolError.ts"
 import { concatBytes, splitAt } from "../support/Bytes.ts"
 
@@ -378,28 +379,36 @@ const encodeItems = (items: ReadonlyArray<Item>, seed: number) => {
 }
 
 describe("FrameDecoder: properties", () => {
-  it("any split of a valid stream yields the same events as one chunk", () => {
-    fc.assert(
-      fc.property(
-        fc.array(itemArb, { maxLength: 6 }),
-        fc.nat(),
-        fc.oneof(fc.array(fc.nat(), { maxLength: 12 }), fc.constant("bytes" as const)),
-        (items, seed, cuts) => {
-          const { bytes, expected } = encodeItems(items, seed)
-          const whole = decode([bytes])
-          expect(whole.error).toBeUndefined()
-          expect(whole.events).toEqual(expected)
-          if (cuts === "bytes") {
-            if (bytes.length > 3000) return // 1-byte chunks: keep runs fast
-            expect(decode(split(bytes, Array.from(bytes, (_, i) => i)))).toEqual(whole)
-          } else {
-            expect(decode(split(bytes, cuts))).toEqual(whole)
-          }
-        }
-      ),
-      { numRuns: 100 }
-    )
-  })
+  // Both unmask paths: native (bufferutil) for large ranges, and JavaScript only.
+  for (const native of [true, false]) {
+    it(`any split of a valid stream yields the same events as one chunk (${native ? "native" : "JavaScript"} unmask)`, () => {
+      useNative(native)
+      try {
+        fc.assert(
+          fc.property(
+            fc.array(itemArb, { maxLength: 6 }),
+            fc.nat(),
+            fc.oneof(fc.array(fc.nat(), { maxLength: 12 }), fc.constant("bytes" as const)),
+            (items, seed, cuts) => {
+              const { bytes, expected } = encodeItems(items, seed)
+              const whole = decode([bytes])
+              expect(whole.error).toBeUndefined()
+              expect(whole.events).toEqual(expected)
+              if (cuts === "bytes") {
+                if (bytes.length > 3000) return // 1-byte chunks: keep runs fast
+                expect(decode(split(bytes, Array.from(bytes, (_, i) => i)))).toEqual(whole)
+              } else {
+                expect(decode(split(bytes, cuts))).toEqual(whole)
+              }
+            }
+          ),
+          { numRuns: 100 }
+        )
+      } finally {
+        useNative(true)
+      }
+    })
+  }
 
   it("random garbage never throws: events and/or a 1002/1007/1009 error", () => {
     const garbage = fc.oneof(

@@ -3,7 +3,7 @@ import fc from "fast-check"
 import * as FrameDecoder from "../../src/domain/FrameDecoder.ts"
 import { Opcode } from "../../src/domain/FrameDecoder.ts"
 import * as FrameEncoder from "../../src/domain/FrameEncoder.ts"
-import { maskRange } from "../../src/domain/Mask.ts"
+import { copyMasked, maskRange, maskRangeJs, nativeAvailable, useNative } from "../../src/domain/Mask.ts"
 import { concatBytes } from "../support/Bytes.ts"
 
 const enc = (s: string) => new TextEncoder().encode(s)
@@ -170,6 +170,68 @@ describe("Mask", () => {
       }),
       { numRuns: 300 }
     )
+  })
+})
+
+describe("Mask: native (bufferutil) and JavaScript paths", () => {
+  // bufferutil is a devDependency: the native path must be what runs here, or the tests below
+  // would compare the JavaScript path with itself.
+  it("the native masking loaded", () => {
+    expect(nativeAvailable).toBe(true)
+  })
+
+  // Lengths around the native threshold (512) and large ones; any alignment and start.
+  const rangeArb = fc.tuple(
+    fc.oneof(fc.uint8Array({ maxLength: 1200 }), fc.integer({ min: 0, max: 70000 }).map((n) => new Uint8Array(n).map((_, i) => i * 31))),
+    fc.nat({ max: 7 }),
+    fc.uint8Array({ minLength: 4, maxLength: 4 })
+  )
+
+  it("property: maskRange (native for large ranges) gives the same bytes as maskRangeJs", () => {
+    fc.assert(
+      fc.property(rangeArb, fc.nat(), fc.nat(), ([data, shift, mask], a, b) => {
+        const start = data.length === 0 ? 0 : a % data.length
+        const end = start + (data.length === 0 ? 0 : b % (data.length - start + 1))
+        const viaNative = new Uint8Array(data.length + 8).subarray(shift, shift + data.length)
+        viaNative.set(data)
+        const viaJs = viaNative.slice()
+        expect(useNative(true)).toBe(true)
+        maskRange(viaNative, start, end, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+        maskRangeJs(viaJs, start, end, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+        expect(viaNative).toEqual(viaJs)
+        expect(Array.from(viaJs.subarray(start, end))).toEqual(Array.from(data.subarray(start, end), (x, i) => x ^ mask[i & 3]!))
+        expect(viaJs.subarray(0, start)).toEqual(data.subarray(0, start))
+        expect(viaJs.subarray(end)).toEqual(data.subarray(end))
+      }),
+      { numRuns: 200 }
+    )
+  })
+
+  it("property: copyMasked gives the same bytes on both paths and leaves the source alone", () => {
+    fc.assert(
+      fc.property(rangeArb, fc.nat({ max: 9 }), ([data, shift, mask], at) => {
+        const source = new Uint8Array(data.length + 8).subarray(shift, shift + data.length)
+        source.set(data)
+        const outputs = [true, false].map((native) => {
+          useNative(native)
+          const dest = new Uint8Array(at + data.length + 3).fill(0xaa)
+          copyMasked(source, dest, at, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+          return dest
+        })
+        useNative(true)
+        expect(outputs[0]).toEqual(outputs[1])
+        expect(Array.from(outputs[1]!.subarray(at, at + data.length))).toEqual(Array.from(data, (x, i) => x ^ mask[i & 3]!))
+        expect(outputs[1]!.subarray(0, at).every((x) => x === 0xaa)).toBe(true)
+        expect(outputs[1]!.subarray(at + data.length).every((x) => x === 0xaa)).toBe(true)
+        expect(source).toEqual(data)
+      }),
+      { numRuns: 200 }
+    )
+  })
+
+  it("copyMasked refuses a destination too small (the native function does not check)", () => {
+    expect(() => copyMasked(new Uint8Array(600), new Uint8Array(1000), 401, 1, 2, 3, 4)).toThrow(RangeError)
+    expect(() => copyMasked(new Uint8Array(600), new Uint8Array(1000), -1, 1, 2, 3, 4)).toThrow(RangeError)
   })
 })
 
