@@ -34,7 +34,6 @@ import {
   frameStreamArb,
   type RequestStream,
   requestBytes,
-  requestSpecArb,
   requestStreamArb,
   requestStreamBytes,
   split,

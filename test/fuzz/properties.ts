@@ -21,6 +21,12 @@ import * as Handshake from "../../src/domain/Handshake.ts"
 import { Protocol } from "../../src/domain/Protocol.ts"
 import { closeCodeOf, ProtocolError, protocolError } from "../../src/domain/ProtocolError.ts"
 import * as CloseCode from "../../src/domain/CloseCode.ts"
+import * as zlib from "node:zlib"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Cause from "effect/Cause"
+import { CompressionLimiter, makeCompressor } from "../../src/services/Compression.ts"
+import { defaultDeflateOptions } from "../../src/domain/PerMessageDeflate.ts"
 import {
   cutsArb,
   type FrameStream,
@@ -35,9 +41,18 @@ import {
 export interface FuzzProperty<T> {
   readonly name: string
   readonly arbitrary: fc.Arbitrary<T>
-  /** Throws (an assertion error) when the input breaks the property. */
-  readonly check: (input: T) => void
+  /** Throws (an assertion error, or a rejected promise) when the input breaks the property. */
+  readonly check: (input: T) => void | Promise<void>
+  /** `check` returns a promise (zlib work): run with fc.asyncProperty. */
+  readonly async?: boolean
 }
+
+/** The fast-check property of a FuzzProperty. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const toProperty = (p: FuzzProperty<any>): fc.IRawProperty<[unknown], boolean> =>
+  p.async === true
+    ? fc.asyncProperty(p.arbitrary, async (input) => { await p.check(input) })
+    : fc.property(p.arbitrary, (input) => { p.check(input) })
 
 /** A violation: the message says which rule, the input is in fast-check's report. */
 const fail = (message: string, detail?: unknown): never => {
@@ -269,17 +284,18 @@ const runProtocol = (input: ProtocolInput): void => {
   // The peer reads everything we send: it must always be a valid stream for it
   // (masked by a client, unmasked by a server, RSV1 only with compression).
   const peer = FrameDecoder.make({ role: input.role === "server" ? "client" : "server", maxMessageSize: 1 << 30, allowRsv1: input.compression })
-  let peerClosed: number | undefined | "none" = "none"
+  // What the peer read in our close frame ("none": no close frame yet). A box: TS does not see the closure assign it.
+  const peerClose: { code: number | undefined | "none" } = { code: "none" }
   const peerPongs: Array<Array<number>> = []
   const expectedPongs: Array<Array<number>> = []
   const drain = () => {
     for (const frame of protocol.dataToSend()) {
       if (frame.length === 0) continue
-      if (peerClosed !== "none") fail("bytes sent after our close frame")
+      if (peerClose.code !== "none") fail("bytes sent after our close frame")
       const result = peer.feed(frame.slice())
       if (result.error !== undefined) fail("we sent an invalid stream", result.error.message)
       for (const e of result.events) {
-        if (e._tag === "Close") peerClosed = e.code
+        if (e._tag === "Close") peerClose.code = e.code
         if (e._tag === "Pong") peerPongs.push(Array.from(e.data))
       }
     }
@@ -345,8 +361,8 @@ const runProtocol = (input: ProtocolInput): void => {
     fail("pings not answered with their payloads, in order", { peerPongs, expectedPongs })
   }
   const failure = protocol.failure
-  if (failure !== undefined && !protocol.closeHeld && peerClosed !== failure.closeCode) {
-    fail("the close frame sent does not carry the failure's code", { sent: peerClosed, failure: failure.closeCode })
+  if (failure !== undefined && !protocol.closeHeld && peerClose.code !== failure.closeCode) {
+    fail("the close frame sent does not carry the failure's code", { sent: peerClose.code, failure: failure.closeCode })
   }
 }
 
@@ -367,5 +383,104 @@ export const protocolProperty: FuzzProperty<ProtocolInput> = {
   check: runProtocol
 }
 
+// ---------------------------------------------------------------------------
+// Inflating (permessage-deflate, RFC 7692 §7.2.2)
+// ---------------------------------------------------------------------------
+
+/** One compressed message as a peer might send it. */
+export type Deflated =
+  | { readonly _tag: "Valid"; readonly data: Uint8Array }
+  | { readonly _tag: "Mutated"; readonly data: Uint8Array; readonly at: number; readonly byte: number }
+  | { readonly _tag: "Garbage"; readonly bytes: Uint8Array }
+  /** Highly compressible: a few hundred bytes that inflate to `size` zeros. */
+  | { readonly _tag: "Bomb"; readonly size: number }
+
+export interface InflateInput {
+  readonly maxSize: number
+  readonly windowBits: number
+  readonly noContextTakeover: boolean
+  readonly messages: ReadonlyArray<Deflated>
+}
+
+// Each message deflated on its own (no reference to earlier ones), sync-flushed, tail stripped.
+const deflate = (data: Uint8Array, windowBits: number): Uint8Array => {
+  const out = zlib.deflateRawSync(data, { finishFlush: zlib.constants.Z_SYNC_FLUSH, windowBits })
+  return out.subarray(0, out.length - 4)
+}
+
+const deflatedBytes = (m: Deflated, windowBits: number): Uint8Array => {
+  switch (m._tag) {
+    case "Valid":
+      return deflate(m.data, windowBits)
+    case "Mutated": {
+      const out = deflate(m.data, windowBits).slice()
+      out[Math.floor(m.at * out.length)] = m.byte
+      return out
+    }
+    case "Garbage":
+      return m.bytes
+    case "Bomb":
+      return deflate(new Uint8Array(m.size), windowBits)
+  }
+}
+
+const runInflate = (input: InflateInput) =>
+  Effect.gen(function*() {
+    const compressor = yield* makeCompressor({
+      serverNoContextTakeover: false,
+      clientNoContextTakeover: input.noContextTakeover,
+      serverMaxWindowBits: 15,
+      clientMaxWindowBits: input.windowBits
+    }, defaultDeflateOptions)
+    // A bad message that happened to inflate may leave the stream mid-block; after it a
+    // valid message can no longer be expected to come back intact.
+    let tainted = false
+    for (const m of input.messages) {
+      const wire = deflatedBytes(m, input.windowBits)
+      const exit = yield* Effect.exit(compressor.decompress(wire, input.maxSize))
+      if (Exit.isSuccess(exit)) {
+        if (exit.value.length > input.maxSize) fail("inflated past maxSize", exit.value.length)
+        if (m._tag === "Valid" && !tainted && !isDeepStrictEqual(Buffer.from(exit.value), Buffer.from(m.data))) fail("a valid message did not inflate to itself")
+        if (m._tag === "Bomb" && m.size > input.maxSize) fail("a bomb over maxSize inflated")
+        if (m._tag !== "Valid") tainted = true
+        continue
+      }
+      const error = Cause.findErrorOption(exit.cause)
+      if (error._tag === "None") fail("decompress died or was interrupted", Cause.pretty(exit.cause))
+      else {
+        checkProtocolError(error.value)
+        if (m._tag === "Valid" && !tainted && m.data.length <= input.maxSize) fail("a valid message was refused", error.value.message)
+      }
+    }
+  }).pipe(Effect.scoped, Effect.provide(CompressionLimiter.layer(2)))
+
+export const inflateProperty: FuzzProperty<InflateInput> = {
+  name: "inflate",
+  async: true,
+  arbitrary: fc.record({
+    maxSize: fc.oneof(fc.constant(16 * 1024 * 1024), fc.integer({ min: 1, max: 70_000 })),
+    windowBits: fc.constantFrom(9, 12, 15),
+    noContextTakeover: fc.boolean(),
+    messages: fc.array(
+      fc.oneof(
+        { weight: 3, arbitrary: fc.record({ _tag: fc.constant("Valid" as const), data: fc.uint8Array({ minLength: 1, maxLength: 200 }) }) },
+        {
+          weight: 2,
+          arbitrary: fc.record({
+            _tag: fc.constant("Mutated" as const),
+            data: fc.uint8Array({ minLength: 1, maxLength: 200 }),
+            at: fc.double({ min: 0, max: 1, noNaN: true, maxExcluded: true }),
+            byte: fc.integer({ min: 0, max: 255 })
+          })
+        },
+        { weight: 2, arbitrary: fc.record({ _tag: fc.constant("Garbage" as const), bytes: fc.uint8Array({ minLength: 1, maxLength: 100 }) }) },
+        { weight: 1, arbitrary: fc.record({ _tag: fc.constant("Bomb" as const), size: fc.integer({ min: 1, max: 1 << 20 }) }) }
+      ),
+      { minLength: 1, maxLength: 5 }
+    )
+  }),
+  check: (input) => Effect.runPromise(runInflate(input))
+}
+
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const properties: ReadonlyArray<FuzzProperty<any>> = [handshakeProperty, decoderProperty, protocolProperty]
+export const properties: ReadonlyArray<FuzzProperty<any>> = [handshakeProperty, decoderProperty, protocolProperty, inflateProperty]

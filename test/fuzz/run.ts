@@ -1,5 +1,5 @@
 /**
- * `npm run fuzz`: the long fuzz run (the bounded slice is in `npm test`).
+ * `npm run fuzz` (node test/fuzz/run.ts): the long fuzz run (the bounded slice is in `npm test`).
  *
  *   npm run fuzz -- [--seconds 60] [--runs 1000000] [--network-seconds 30] [--seed N] [--concurrency 24]
  *
@@ -16,9 +16,9 @@
  */
 import { parseArgs } from "node:util"
 import fc from "fast-check"
-import { runNetworkFuzz } from "../test/fuzz/network.ts"
-import { properties } from "../test/fuzz/properties.ts"
-import * as Regressions from "../test/fuzz/Regressions.ts"
+import { runNetworkFuzz } from "./network.ts"
+import { properties, toProperty } from "./properties.ts"
+import * as Regressions from "./Regressions.ts"
 
 const { values } = parseArgs({
   options: {
@@ -58,8 +58,8 @@ for (let batch = 0; Date.now() < stopAt; batch++) {
     if (broken.has(property.name) || done >= runs || Date.now() >= stopAt) continue
     ran = true
     const batchSeed = (seed + batch * 7919) | 0
-    const numRuns = Math.min(BATCH, runs - done)
-    const details = fc.check(fc.property(property.arbitrary, property.check), { seed: batchSeed, numRuns })
+    const numRuns = Math.min(property.async === true ? BATCH / 10 : BATCH, runs - done)
+    const details = await fc.check(toProperty(property), { seed: batchSeed, numRuns })
     tried.set(property.name, done + details.numRuns)
     if (details.failed && details.counterexample !== null) {
       broken.add(property.name)
