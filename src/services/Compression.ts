@@ -230,12 +230,19 @@ export const makeCompressor = (
 
     const decompress = (data: Uint8Array, maxSize: number): Effect.Effect<Uint8Array, ProtocolError> => {
       if (data.length === 0) return Effect.succeed(new Uint8Array(0))
-      return inflateLock.withPermit(limiter.withPermit(guard(Effect.suspend(() => {
+      // undefined: the inflater had ended (see onFlushed) and read none of `data`: once more with a
+      // fresh one (which reads any non-empty input, so this retries at most once).
+      return Effect.flatMap(inflate(data, maxSize), (out) =>
+        out === undefined ? Effect.map(inflate(data, maxSize), (again) => again ?? new Uint8Array(0)) : Effect.succeed(out))
+    }
+
+    const inflate = (data: Uint8Array, maxSize: number): Effect.Effect<Uint8Array | undefined, ProtocolError> =>
+      inflateLock.withPermit(limiter.withPermit(guard(Effect.suspend(() => {
         const stream = inflater ??= track(zlib.createInflateRaw({ windowBits: params.clientMaxWindowBits }))
         const consumedBefore = stream.bytesWritten
         const chunks: Array<Buffer> = []
         let length = 0
-        return runFlush<Uint8Array, ProtocolError>(stream, [data, TAIL], {
+        return runFlush<Uint8Array | undefined, ProtocolError>(stream, [data, TAIL], {
           onChunk: (chunk) => {
             length += chunk.length
             if (length > maxSize) {
@@ -251,6 +258,13 @@ export const makeCompressor = (
             return Effect.fail(protocolError("InvalidCompressedData", error.message))
           },
           onFlushed: () => {
+            // The previous message ended the deflate stream with a final block that used up all
+            // its input (an empty stored block completed by the appended tail): nothing told us,
+            // and the ended stream read none of this message (found by fuzzing: test/fuzz/found.test.ts).
+            if (stream.bytesWritten === consumedBefore) {
+              dropInflater()
+              return Effect.succeed(undefined)
+            }
             const out = concat(chunks, length)
             // the peer ended the deflate stream (BFINAL = 1, RFC 7692 §7.2.3): zlib
             // left input unread, and the next message needs a fresh inflater
@@ -260,7 +274,6 @@ export const makeCompressor = (
           }
         }, dropInflater)
       }))))
-    }
 
     return { compress, decompress } satisfies Compressor
   })
