@@ -555,6 +555,8 @@ interface ScaleSetup {
   readonly options: Partial<LoadOptions>
   /** Server-side CPU time (µs) over every process of the set-up. */
   readonly cpu: () => number
+  /** Of `cpu`, the part spent by redis-server (for its share of the server side's CPU). */
+  readonly redisCpu?: () => number
   readonly stop: () => Promise<void>
 }
 
@@ -629,6 +631,7 @@ const twoNodesOnRedis = async (): Promise<ScaleSetup | string> => {
     server: a,
     options: { subscriberPorts: [a.port, b.port] },
     cpu: () => cpuMicros(a.pid) + cpuMicros(b.pid) + cpuMicros(redis.child.pid!),
+    redisCpu: () => cpuMicros(redis.child.pid!),
     stop: async () => {
       await Promise.all([stopServer(a), stopServer(b)])
       await killRedis()
@@ -677,7 +680,8 @@ const program = (workers: number) => async (): Promise<ScaleSetup | string> => {
 const SCALE_SCENARIOS: ReadonlyArray<ScaleScenario> = [
   {
     name: "fanout-cross",
-    title: `cross-process fan-out: 1 publisher on node A → ${config.subscribers} subscribers over nodes A and B on one Redis, 10 in flight × 32 B`,
+    title: `cross-process fan-out: 1 publisher on node A → ${config.subscribers} subscribers over nodes A and B ` +
+      "on one Redis, 10 in flight × 32 B",
     kind: "fanout",
     load: { conns: config.subscribers, inflight: 10, size: 32, binary: true, path: "/fanout" },
     rows: [
@@ -708,6 +712,9 @@ const SCALE_SCENARIOS: ReadonlyArray<ScaleScenario> = [
       "a second worker competes with it, so msgs/s is a floor for what two cores serve."
   }
 ]
+
+/** Per set-up and run: redis-server's share (%) of the server side's CPU over the whole run (setup included). */
+const redisShares = new Map<string, Array<number>>()
 
 const runScale = async (scenario: ScaleScenario): Promise<Record<string, PeerResult>> => {
   const results: Record<string, PeerResult> = {}
@@ -740,9 +747,16 @@ const runScale = async (scenario: ScaleScenario): Promise<Record<string, PeerRes
     const rounds = Math.min(config.rounds, scenario.rounds ?? config.rounds)
     for (let round = 0; round < rounds; round++) {
       for (const [label, s] of setups) {
+        const cpu0 = s.cpu()
+        const redis0 = s.redisCpu?.() ?? NaN
         const run = await runLoad(s.server, options(s, config.durationMs), s.cpu)
         if (typeof run === "string") results[label]!.failures.push(run)
         else results[label]!.runs.push(run)
+        if (s.redisCpu !== undefined) {
+          const shares = redisShares.get(label) ?? []
+          shares.push(((s.redisCpu() - redis0) / (s.cpu() - cpu0)) * 100)
+          redisShares.set(label, shares)
+        }
         process.stdout.write(".")
       }
     }
@@ -770,6 +784,7 @@ const scaleTable = (scenario: ScaleScenario, results: Record<string, PeerResult>
     "p99 ms",
     "srv CPU µs/msg",
     "srv CPU % of a core",
+    "redis % of srv CPU",
     "loadgen CPU %",
     `vs ${base}`,
     "CPU/msg vs it"
@@ -787,6 +802,7 @@ const scaleTable = (scenario: ScaleScenario, results: Record<string, PeerResult>
       fmt(s.p99ms?.median),
       fmt(s.cpuUsPerMsg?.median),
       fmt(cpuPct),
+      fmt(stat(redisShares.get(row) ?? []).median, 2),
       fmt(s.loadgenCpuPct?.median, 2),
       ratio(med(row, p.metric), med(base, p.metric)),
       ratio(med(row, "cpuUsPerMsg"), med(base, "cpuUsPerMsg"))
@@ -806,7 +822,9 @@ const main = async () => {
   const peerNames = list("peers")
   const scenarios = SCENARIOS.filter((s) => !onlyNames || onlyNames.includes(s.name))
   const peers = PEERS.filter((p) => !peerNames || peerNames.includes(p.name))
-  const scale = SCALE_SCENARIOS.filter((s) => (!onlyNames || onlyNames.includes(s.name)) && (!peerNames || peerNames.includes("wsreactor")))
+  const scale = SCALE_SCENARIOS.filter((s) =>
+    (!onlyNames || onlyNames.includes(s.name)) && (!peerNames || peerNames.includes("wsreactor"))
+  )
   if ((scenarios.length === 0 && scale.length === 0) || peers.length === 0) {
     console.error(`nothing to run; scenarios: ${[...SCENARIOS, ...SCALE_SCENARIOS].map((s) => s.name)}; peers: ${PEERS.map((p) => p.name)}`)
     process.exit(2)

@@ -43,9 +43,10 @@ const program = Effect.gen(function*() {
 })
 
 const redisUrl = process.argv.includes("--redis") ? process.argv[process.argv.indexOf("--redis") + 1] : undefined
+const broker = redisUrl === undefined ? Broker.layerMemory : Broker.layerRedis({ url: redisUrl })
 
 program.pipe(
-  Effect.provide(Layer.mergeAll(redisUrl === undefined ? Broker.layerMemory : Broker.layerRedis({ url: redisUrl }), NodeTcp.layer({ port: portArg(), host: "127.0.0.1" }))),
+  Effect.provide(Layer.mergeAll(broker, NodeTcp.layer({ port: portArg(), host: "127.0.0.1" }))),
   Effect.provideService(References.MinimumLogLevel, "Warn"),
   NodeRuntime.runMain
 )
