@@ -49,6 +49,8 @@ export interface LoadOptions {
   readonly inflight?: number
   /** fanout: publisher connections (default 1); each keeps `inflight` messages outstanding. */
   readonly publishers?: number
+  /** fanout: subscriber i connects to `subscriberPorts[i % n]` (default: `port`); publishers always to `port`. */
+  readonly subscriberPorts?: ReadonlyArray<number>
   readonly size?: number
   readonly binary?: boolean
   /** Unmeasured traffic before the window, then the measured window. */
@@ -487,7 +489,9 @@ const runFanout = async (o: LoadOptions): Promise<LoadResult> => {
   const size = o.size ?? 32
   const publishers = Math.max(1, o.publishers ?? 1)
   const w = makeWindow()
-  const { links, failed } = await openMany(o.conns, 50, () => connect(o, base, false))
+  const ports = o.subscriberPorts ?? [o.port]
+  let nth = 0
+  const { links, failed } = await openMany(o.conns, 50, () => connect({ ...o, port: ports[nth++ % ports.length]! }, base, false))
   w.errors += failed
   const subscribers = links.length
   // Deliveries of publisher p's message m live in done[p * inflight + m % inflight].

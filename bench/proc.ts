@@ -3,7 +3,7 @@
  * a child process, read by the orchestrator, never by the process itself.
  */
 import { execFileSync } from "node:child_process"
-import { readFileSync, writeFileSync } from "node:fs"
+import { readdirSync, readFileSync, writeFileSync } from "node:fs"
 
 const clockTicks = (() => {
   try {
@@ -65,4 +65,35 @@ export const machine = (): { cpu: string; cores: number } => {
   } catch {
     return { cpu: "unknown", cores: 0 }
   }
+}
+
+/**
+ * A process and all its descendants (a cluster primary and its workers), from
+ * /proc/PID/task/TID/children; [pid] alone when that file is missing.
+ *
+ * @example
+ * processTree(primary).reduce((sum, pid) => sum + cpuMicros(pid), 0)
+ */
+export const processTree = (pid: number): Array<number> => {
+  const out: Array<number> = []
+  const visit = (p: number): void => {
+    out.push(p)
+    let tasks: Array<string> = []
+    try {
+      tasks = readdirSync(`/proc/${p}/task`)
+    } catch {
+      return
+    }
+    for (const tid of tasks) {
+      try {
+        for (const child of readFileSync(`/proc/${p}/task/${tid}/children`, "utf8").trim().split(/\s+/)) {
+          if (child.length > 0) visit(Number(child))
+        }
+      } catch {
+        // gone, or no children file
+      }
+    }
+  }
+  visit(pid)
+  return out
 }

@@ -7,6 +7,7 @@
  *   npm run bench                      full run (updates docs/BENCHMARKS.md)
  *   npm run bench -- --quick           smoke run, under 2 minutes
  *   npm run bench -- --only=echo-binary,latency --peers=ws,bun
+ *   npm run bench -- --only=fanout-cross,echo-workers   scale-out only (Redis, --workers)
  *   extra: --rounds=N --duration=MS --docs (also write docs/BENCHMARKS.md)
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process"
@@ -16,7 +17,7 @@ import { dirname, join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
 import type { LoadOptions, LoadResult } from "./loadgen.ts"
-import { cpuMicros, machine, peakRssBytes, resetPeakRss, rssBytes } from "./proc.ts"
+import { cpuMicros, machine, peakRssBytes, processTree, resetPeakRss, rssBytes } from "./proc.ts"
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 const HOST = "127.0.0.1"
@@ -302,8 +303,15 @@ interface Run {
   readonly opened?: number
 }
 
-/** Runs one load generator against a live server and samples the server around the window. */
-const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
+/**
+ * Runs one load generator against a live server and samples the server around the window.
+ * `cpu`: the server side's CPU time in µs (default: the server process; scale-out sums several).
+ */
+const runLoad = (
+  server: Server,
+  options: LoadOptions,
+  cpu: () => number = () => cpuMicros(server.pid)
+): Promise<Run | string> =>
   new Promise((resolve) => {
     resetPeakRss(server.pid)
     const rss0 = rssBytes(server.pid)
@@ -326,18 +334,18 @@ const runLoad = (server: Server, options: LoadOptions): Promise<Run | string> =>
       } catch {
         return
       }
-      if (event.event === "start") cpuAtStart = cpuMicros(server.pid)
+      if (event.event === "start") cpuAtStart = cpu()
       else if (event.event === "opened") {
         opened = event.opened ?? 0
         // let the server settle, then sample and release the connections
         void sleep(500).then(() => {
           rssOpen = rssBytes(server.pid)
-          setupCpu = cpuMicros(server.pid) - cpuAtStart
+          setupCpu = cpu() - cpuAtStart
           lg.stdin!.write("close\n")
         })
       } else if (event.event === "result") {
         result = event as unknown as LoadResult
-        serverCpu = cpuMicros(server.pid) - cpuAtStart
+        serverCpu = cpu() - cpuAtStart
         peak = peakRssBytes(server.pid)
       } else if (event.event === "error") failure = event.message
     })
@@ -529,13 +537,296 @@ const tableFor = (scenario: Scenario, results: Record<string, PeerResult>): Arra
   ]
 }
 
+// ---------------------------------------------------------------- scale-out (issue 11)
+// Two scenarios outside the peer matrix: each compares wsreactor set-ups with one another
+// in the same run, not with the other peers (`--only=fanout-cross,echo-workers` selects them;
+// `--peers` without wsreactor skips them).
+//   fanout-cross: 1 publisher on node A, subscribers spread over nodes A and B (two
+//     bench/servers/wsreactor.ts processes with `--redis`, one redis-server started here on a
+//     free loopback port and stopped after), against the same fan-out on one node with the
+//     in-memory broker. Skipped, saying so, when redis-server is not installed.
+//   echo-workers: the program (src/main.ts) with --workers 2 against --workers 1 on the small
+//     echo; server CPU is the sum over the primary and its workers (/proc).
+
+/** One set-up of a scale scenario, running: where the load generator connects, and its CPU. */
+interface ScaleSetup {
+  readonly server: Server
+  /** Extra load options (the subscribers' ports). */
+  readonly options: Partial<LoadOptions>
+  /** Server-side CPU time (µs) over every process of the set-up. */
+  readonly cpu: () => number
+  /** Of `cpu`, the part spent by redis-server (for its share of the server side's CPU). */
+  readonly redisCpu?: () => number
+  readonly stop: () => Promise<void>
+}
+
+interface ScaleScenario {
+  readonly name: string
+  readonly title: string
+  readonly kind: Kind
+  readonly load: Partial<LoadOptions>
+  readonly rows: ReadonlyArray<{ readonly label: string; readonly start: () => Promise<ScaleSetup | string> }>
+  /** Why the scenario cannot run on this machine, else undefined. */
+  readonly unavailable?: () => string | undefined
+  readonly rounds?: number
+  /** Printed under the table: what is measured and how. */
+  readonly note: string
+}
+
+const redisAvailable = (): boolean => spawnSync("redis-server", ["--version"], { encoding: "utf8" }).status === 0
+
+/** A redis-server of our own: free loopback port, no persistence, on the server core. */
+const startRedis = async (): Promise<{ child: ChildProcess; port: number; url: string } | string> => {
+  const port = await freePort()
+  const child = start(
+    pinned(0, ["redis-server", "--port", String(port), "--bind", HOST, "--save", "", "--appendonly", "no"]),
+    "pipe"
+  )
+  const ready = new Promise<boolean>((resolve) => {
+    let out = ""
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString()
+      if (out.includes("Ready to accept connections")) resolve(true)
+    })
+  })
+  const outcome = await Promise.race([
+    ready,
+    new Promise<string>((r) => child.once("exit", (code) => r(`redis-server exited (${code})`))),
+    after(10_000).then(() => "redis-server did not start in 10 s")
+  ])
+  if (typeof outcome === "string") {
+    child.kill("SIGKILL")
+    return outcome
+  }
+  return { child, port, url: `redis://${HOST}:${port}` }
+}
+
+const benchPeer = (extra: ReadonlyArray<string> = []): Peer => ({
+  name: "wsreactor",
+  command: () => [node, "bench/servers/wsreactor.ts", ...extra],
+  printsReady: true,
+  fanout: true
+})
+
+const oneNode = async (): Promise<ScaleSetup | string> => {
+  const s = await startServer(benchPeer())
+  return typeof s === "string" ? s : { server: s, options: {}, cpu: () => cpuMicros(s.pid), stop: () => stopServer(s) }
+}
+
+const twoNodesOnRedis = async (): Promise<ScaleSetup | string> => {
+  const redis = await startRedis()
+  if (typeof redis === "string") return redis
+  const killRedis = async () => {
+    const gone = new Promise((r) => redis.child.once("exit", r))
+    if (redis.child.exitCode === null) redis.child.kill("SIGKILL")
+    await Promise.race([gone, after(2000)])
+  }
+  const [a, b] = await Promise.all([startServer(benchPeer(["--redis", redis.url])), startServer(benchPeer(["--redis", redis.url]))])
+  if (typeof a === "string" || typeof b === "string") {
+    await Promise.all([a, b].map((s) => (typeof s === "string" ? undefined : stopServer(s))))
+    await killRedis()
+    return `node ${typeof a === "string" ? "A" : "B"}: ${typeof a === "string" ? a : b}`
+  }
+  return {
+    server: a,
+    options: { subscriberPorts: [a.port, b.port] },
+    cpu: () => cpuMicros(a.pid) + cpuMicros(b.pid) + cpuMicros(redis.child.pid!),
+    redisCpu: () => cpuMicros(redis.child.pid!),
+    stop: async () => {
+      await Promise.all([stopServer(a), stopServer(b)])
+      await killRedis()
+    }
+  }
+}
+
+/**
+ * The program as users run it: `src/main.ts --workers N` on a free port, ready when N workers
+ * log "listening on". Not pinned: two workers pinned to one core would measure nothing.
+ */
+const program = (workers: number) => async (): Promise<ScaleSetup | string> => {
+  const port = await freePort()
+  const child = start([node, "src/main.ts", "--port", String(port), "--host", HOST, "--workers", String(workers)], "pipe")
+  const stderr: Array<string> = []
+  let listening = 0
+  const ready = new Promise<void>((resolve) => {
+    const onLine = (line: string) => {
+      if (line.includes("listening on") && ++listening === workers) resolve()
+    }
+    createInterface({ input: child.stdout! }).on("line", onLine)
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      stderr.push(line + "\n")
+      if (stderr.length > 20) stderr.shift()
+      onLine(line)
+    })
+  })
+  const outcome = await Promise.race([
+    ready,
+    new Promise<string>((r) => child.once("exit", (code) => r(`exited (${code}): ${tail(stderr)}`))),
+    after(30_000).then(() => `${listening} of ${workers} workers listening after 30 s`)
+  ])
+  const server: Server = { child, pid: child.pid!, port }
+  if (typeof outcome === "string") {
+    await stopServer(server)
+    return outcome
+  }
+  return {
+    server,
+    options: {},
+    cpu: () => processTree(server.pid).reduce((sum, pid) => sum + cpuMicros(pid), 0),
+    stop: () => stopServer(server)
+  }
+}
+
+const SCALE_SCENARIOS: ReadonlyArray<ScaleScenario> = [
+  {
+    name: "fanout-cross",
+    title: `cross-process fan-out: 1 publisher on node A → ${config.subscribers} subscribers over nodes A and B ` +
+      "on one Redis, 10 in flight × 32 B",
+    kind: "fanout",
+    load: { conns: config.subscribers, inflight: 10, size: 32, binary: true, path: "/fanout" },
+    rows: [
+      { label: "1 node, memory broker", start: oneNode },
+      { label: "2 nodes, Redis broker", start: twoNodesOnRedis }
+    ],
+    unavailable: () =>
+      redisAvailable() ? undefined : "skipped: redis-server not installed (bash scripts/ensure-redis.sh installs Debian's package)",
+    rounds: quick ? 1 : undefined,
+    note:
+      "bench/servers/wsreactor.ts; subscribers alternate between A and B, the publisher is on A; a message counts when every " +
+      "subscriber has it. Server CPU sums node A, node B and redis-server (all on the server core); 2 nodes: 2 processes " +
+      "share that one core, so deliveries/s shows the cost of the hop, not the gain of a second machine."
+  },
+  {
+    name: "echo-workers",
+    title: "cluster: small echo, binary, 100 conns × 10 in flight × 32 B against `src/main.ts --workers 1` and `--workers 2`",
+    kind: "echo",
+    load: { conns: 100, inflight: 10, size: 32, binary: true, path: "/echo" },
+    rows: [
+      { label: "program, --workers 1", start: program(1) },
+      { label: "program, --workers 2", start: program(2) }
+    ],
+    rounds: quick ? 1 : undefined,
+    note:
+      "The program (metrics, admission, logging at info) unpinned, the load generator on core 1. Server CPU sums the " +
+      "primary and its workers from /proc. The load generator shares the cores with the workers: on a 2-core machine " +
+      "a second worker competes with it, so msgs/s is a floor for what two cores serve."
+  }
+]
+
+/** Per set-up and run: redis-server's share (%) of the server side's CPU over the whole run (setup included). */
+const redisShares = new Map<string, Array<number>>()
+
+const runScale = async (scenario: ScaleScenario): Promise<Record<string, PeerResult>> => {
+  const results: Record<string, PeerResult> = {}
+  for (const row of scenario.rows) results[row.label] = { runs: [], failures: [] }
+  const skip = scenario.unavailable?.()
+  if (skip !== undefined) {
+    for (const r of Object.values(results)) r.na = skip
+    return results
+  }
+  const setups = new Map<string, ScaleSetup>()
+  const options = (setup: ScaleSetup, durationMs: number): LoadOptions => ({
+    mode: scenario.kind,
+    host: HOST,
+    port: setup.server.port,
+    conns: 1,
+    ...scenario.load,
+    ...setup.options,
+    rampMs: config.rampMs,
+    durationMs
+  })
+  try {
+    for (const row of scenario.rows) {
+      const s = await row.start()
+      if (typeof s === "string") results[row.label]!.na = s
+      else setups.set(row.label, s)
+    }
+    if (config.warmupMs > 0) {
+      for (const s of setups.values()) await runLoad(s.server, options(s, config.warmupMs), s.cpu)
+    }
+    const rounds = Math.min(config.rounds, scenario.rounds ?? config.rounds)
+    for (let round = 0; round < rounds; round++) {
+      for (const [label, s] of setups) {
+        const cpu0 = s.cpu()
+        const redis0 = s.redisCpu?.() ?? NaN
+        const run = await runLoad(s.server, options(s, config.durationMs), s.cpu)
+        if (typeof run === "string") results[label]!.failures.push(run)
+        else results[label]!.runs.push(run)
+        if (s.redisCpu !== undefined) {
+          const shares = redisShares.get(label) ?? []
+          shares.push(((s.redisCpu() - redis0) / (s.cpu() - cpu0)) * 100)
+          redisShares.set(label, shares)
+        }
+        process.stdout.write(".")
+      }
+    }
+  } finally {
+    await Promise.all([...setups.values()].map((s) => s.stop()))
+  }
+  for (const r of Object.values(results)) {
+    if (r.runs.length === 0) {
+      r.na ??= r.failures[0] ?? "no run"
+      continue
+    }
+    r.stats = Object.fromEntries(METRICS.map((m) => [m, stat(r.runs.map((run) => run[m] ?? NaN))]))
+    r.errors = r.runs.reduce((n, run) => n + run.errors, 0)
+  }
+  return results
+}
+
+const scaleTable = (scenario: ScaleScenario, results: Record<string, PeerResult>): Array<string> => {
+  const p = primary(scenario.kind)
+  const base = scenario.rows[0]!.label
+  const head = [
+    "set-up",
+    `${p.label} median (min–max)`,
+    "p50 ms",
+    "p99 ms",
+    "srv CPU µs/msg",
+    "srv CPU % of a core",
+    "redis % of srv CPU",
+    "loadgen CPU %",
+    `vs ${base}`,
+    "CPU/msg vs it"
+  ]
+  const med = (row: string, m: Metric) => results[row]?.stats?.[m]?.median
+  const rows = Object.entries(results).map(([row, r]) => {
+    if (r.stats === undefined) return [row, `n/a: ${r.na ?? ""}`.slice(0, 120), ...head.slice(2).map(() => "")]
+    const s = r.stats
+    const bound = (s.loadgenCpuPct?.median ?? 0) >= LOADGEN_BOUND ? " †" : ""
+    const cpuPct = stat(r.runs.map((run) => (run.cpuUsPerMsg * run.msgsPerSec) / 1e4)).median
+    return [
+      row + (r.errors ? ` (${r.errors} err)` : ""),
+      withRange(s[p.metric]) + bound,
+      fmt(s.p50ms?.median),
+      fmt(s.p99ms?.median),
+      fmt(s.cpuUsPerMsg?.median),
+      fmt(cpuPct),
+      fmt(stat(redisShares.get(row) ?? []).median, 2),
+      fmt(s.loadgenCpuPct?.median, 2),
+      ratio(med(row, p.metric), med(base, p.metric)),
+      ratio(med(row, "cpuUsPerMsg"), med(base, "cpuUsPerMsg"))
+    ]
+  })
+  return [
+    `| ${head.join(" | ")} |`,
+    `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
+    ...rows.map((r) => `| ${r.join(" | ")} |`),
+    "",
+    scenario.note
+  ]
+}
+
 const main = async () => {
   const onlyNames = list("only")
   const peerNames = list("peers")
   const scenarios = SCENARIOS.filter((s) => !onlyNames || onlyNames.includes(s.name))
   const peers = PEERS.filter((p) => !peerNames || peerNames.includes(p.name))
-  if (scenarios.length === 0 || peers.length === 0) {
-    console.error(`nothing to run; scenarios: ${SCENARIOS.map((s) => s.name)}; peers: ${PEERS.map((p) => p.name)}`)
+  const scale = SCALE_SCENARIOS.filter((s) =>
+    (!onlyNames || onlyNames.includes(s.name)) && (!peerNames || peerNames.includes("wsreactor"))
+  )
+  if ((scenarios.length === 0 && scale.length === 0) || peers.length === 0) {
+    console.error(`nothing to run; scenarios: ${[...SCENARIOS, ...SCALE_SCENARIOS].map((s) => s.name)}; peers: ${PEERS.map((p) => p.name)}`)
     process.exit(2)
   }
   const m = machine()
@@ -563,13 +854,31 @@ const main = async () => {
     markdown.push(...table)
     console.log(`\n${table.slice(2).join("\n")}\n`)
   }
+  const scaleReport: Array<{ scenario: ScaleScenario; results: Record<string, PeerResult> }> = []
+  for (const scenario of scale) {
+    process.stdout.write(`${scenario.name}: ${scenario.title} `)
+    const results = await runScale(scenario)
+    scaleReport.push({ scenario, results })
+    const table = [`### ${scenario.name}: ${scenario.title}`, "", ...scaleTable(scenario, results), ""]
+    markdown.push(...table)
+    console.log(`\n${table.slice(2).join("\n")}\n`)
+  }
   const seconds = (Date.now() - started) / 1000
   console.log(`done in ${seconds.toFixed(0)} s`)
 
   mkdirSync(join(root, "bench/results"), { recursive: true })
   writeFileSync(
     join(root, "bench/results/latest.json"),
-    JSON.stringify({ ...meta, seconds, scenarios: report.map(({ scenario, results }) => ({ ...scenario, results })) }, null, 2)
+    JSON.stringify(
+      {
+        ...meta,
+        seconds,
+        scenarios: report.map(({ scenario, results }) => ({ ...scenario, results })),
+        scaleOut: scaleReport.map(({ scenario, results }) => ({ name: scenario.name, title: scenario.title, load: scenario.load, results }))
+      },
+      null,
+      2
+    )
   )
   const doc = renderDoc(meta, markdown, seconds)
   writeFileSync(join(root, "bench/results/latest.md"), doc)
