@@ -339,6 +339,11 @@ export const make = <
 const make_ = (routes: ReadonlyArray<Route<any>>, options: RouterOptions<any, any>): App<any> => {
   type R = any
   const wsRoutes = routes.filter((r): r is WsRoute<R> => r._tag === "WsRoute")
+  // Per route, once: the handler wrapped in its connection middleware, and its upgrade middleware.
+  const wrapped = new Map(wsRoutes.map((route) => [route, {
+    handler: applyConnectionMiddleware([...(options.connection ?? []), ...(route.options.connection ?? [])], route.handler),
+    upgrade: [...(options.upgrade ?? []), ...(route.options.upgrade ?? [])]
+  }]))
   const httpRoutes = routes.filter((r): r is HttpRoute<R> => r._tag === "HttpRoute")
   return {
     http: (request, peer) => {
@@ -391,12 +396,9 @@ const make_ = (routes: ReadonlyArray<Route<any>>, options: RouterOptions<any, an
               _tag: "Accept",
               protocol,
               params,
-              handler: applyConnectionMiddleware(
-                [...(options.connection ?? []), ...(route.options.connection ?? [])],
-                route.handler
-              )
+              handler: wrapped.get(route)!.handler
             })
-        const middleware = [...(options.upgrade ?? []), ...(route.options.upgrade ?? [])]
+        const middleware = wrapped.get(route)!.upgrade
         if (middleware.length === 0) return accept
         const refusals: Array<Effect.Effect<void>> = []
         const context: UpgradeContext = {
