@@ -16,6 +16,7 @@ import * as net from "node:net"
 import { dirname, join } from "node:path"
 import { createInterface } from "node:readline"
 import { fileURLToPath } from "node:url"
+import { runClientBench } from "./client.ts"
 import type { LoadOptions, LoadResult } from "./loadgen.ts"
 import { cpuMicros, machine, peakRssBytes, processTree, resetPeakRss, rssBytes } from "./proc.ts"
 
@@ -825,8 +826,12 @@ const main = async () => {
   const scale = SCALE_SCENARIOS.filter((s) =>
     (!onlyNames || onlyNames.includes(s.name)) && (!peerNames || peerNames.includes("wsreactor"))
   )
-  if ((scenarios.length === 0 && scale.length === 0) || peers.length === 0) {
-    console.error(`nothing to run; scenarios: ${[...SCENARIOS, ...SCALE_SCENARIOS].map((s) => s.name)}; peers: ${PEERS.map((p) => p.name)}`)
+  // The client scenario (bench/client.ts) drives one server with two clients: it has no peers.
+  const withClient = !onlyNames || onlyNames.includes("client")
+  if ((scenarios.length === 0 && scale.length === 0 && !withClient) || (scenarios.length > 0 && peers.length === 0)) {
+    console.error(
+      `nothing to run; scenarios: ${[...SCENARIOS, ...SCALE_SCENARIOS].map((s) => s.name)}, client; peers: ${PEERS.map((p) => p.name)}`
+    )
     process.exit(2)
   }
   const m = machine()
@@ -862,6 +867,13 @@ const main = async () => {
     const table = [`### ${scenario.name}: ${scenario.title}`, "", ...scaleTable(scenario, results), ""]
     markdown.push(...table)
     console.log(`\n${table.slice(2).join("\n")}\n`)
+  }
+  if (withClient) {
+    const title = "client: the wsreactor client vs the ws client, against the ws echo server"
+    process.stdout.write(`client: ${title}\n`)
+    const { lines } = await runClientBench({ quick, rounds: flag("rounds") === undefined ? undefined : config.rounds })
+    markdown.push(`### ${title}`, "", ...lines, "")
+    console.log(`\n${lines.join("\n")}\n`)
   }
   const seconds = (Date.now() - started) / 1000
   console.log(`done in ${seconds.toFixed(0)} s`)

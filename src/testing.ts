@@ -26,6 +26,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Latch from "effect/Latch"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
@@ -37,8 +38,10 @@ import * as Handshake from "./domain/Handshake.ts"
 import { Protocol } from "./domain/Protocol.ts"
 import * as Memory from "./layers/Memory.ts"
 import type { App } from "./services/App.ts"
+import type * as Client from "./services/Client.ts"
 import { decode, type InvalidOptionsError } from "./services/Options.ts"
 import { serve, type ServeOptions } from "./services/Server.ts"
+import type { Incoming } from "./services/Transport.ts"
 
 // ---------------------------------------------------------------------------
 // Events and errors
@@ -405,7 +408,65 @@ export class TestServer extends Context.Service<TestServer, {
   readonly open: (options?: Memory.ConnectOptions) => Effect.Effect<Memory.ClientEnd, never, Scope.Scope>
   /** Interrupt the server: graceful shutdown (close 1001 to every open connection), then return. */
   readonly shutdown: Effect.Effect<void>
+  /**
+   * Connects wsreactor's real client (`Client.connect`, `Client.reconnecting`)
+   * to this server in memory: pass it as the `connector` option (any URL
+   * host works; the path and query reach the app). Everything stays
+   * event-driven, so reconnect backoff, heartbeats and timeouts run on
+   * `TestClock` (advance them with `TestClock.adjust`).
+   *
+   * @example
+   * const server = yield* Testing.TestServer
+   * const conn = yield* Client.connect("ws://test/chat", { connector: server.connector })
+   */
+  readonly connector: Client.Connector
 }>()("wsreactor/testing/TestServer") {}
+
+/**
+ * The client's side of an in-memory connection as a `Transport.Incoming`, for
+ * wsreactor's client: a fiber (run with `context`) reads what the server
+ * wrote while not paused.
+ */
+const clientIncoming = (end: Memory.ClientEnd, context: Context.Context<never>, onDestroy: () => void): Incoming => {
+  const run = Effect.runForkWith(context)
+  const flowing = Latch.makeUnsafe(true)
+  let reader: Fiber.Fiber<void> | undefined
+  let onEnd: (() => void) | undefined
+  const ended = () => {
+    const callback = onEnd
+    onEnd = undefined
+    callback?.()
+  }
+  return {
+    remoteAddress: "memory",
+    remotePort: 0,
+    listen: (onData, end_) => {
+      onEnd = end_
+      reader = run(Effect.gen(function*() {
+        while (true) {
+          yield* flowing.await
+          const read = yield* Effect.exit(end.read)
+          if (read._tag === "Failure") return ended()
+          onData(read.value)
+        }
+      }))
+    },
+    pause: () => flowing.closeUnsafe(),
+    resume: () => flowing.openUnsafe(),
+    write: (chunks) => {
+      for (const chunk of chunks) Effect.runSync(end.write(chunk))
+      return true
+    },
+    onDrain: (callback) => queueMicrotask(callback),
+    end: () => Effect.runSync(end.end),
+    destroy: () => {
+      Effect.runSync(end.destroy)
+      onDestroy()
+      if (reader !== undefined) run(Fiber.interrupt(reader))
+      ended()
+    }
+  }
+}
 
 /**
  * Let every fiber that has work run before going on: the server reacting to
@@ -535,10 +596,18 @@ export const layer = <R>(
           })
         )
 
+      const connector: Client.Connector = () =>
+        Effect.gen(function*() {
+          const end = yield* network.connect()
+          open.add(end)
+          return clientIncoming(end, yield* Effect.context<never>(), () => open.delete(end))
+        })
+
       return TestServer.of({
         connect,
         request,
         open: openEnd,
+        connector,
         shutdown: Fiber.interrupt(server).pipe(Effect.asVoid)
       })
     })

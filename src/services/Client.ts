@@ -42,6 +42,7 @@ import { CompressionLimiter, makeCompressor } from "./Compression.ts"
 import { ClientConnection, ClientSession } from "./ClientSession.ts"
 import type { CloseInfo, MessageDroppedError } from "./Connection.ts"
 import type * as Message from "./Message.ts"
+import type { Incoming } from "./Transport.ts"
 import * as Deadlines from "./Deadlines.ts"
 
 export { ClientConnection } from "./ClientSession.ts"
@@ -128,7 +129,33 @@ export interface ConnectOptions extends Partial<ClientOptions> {
    */
   readonly perMessageDeflate?: boolean | Partial<DeflateOptions> | undefined
   readonly tls?: TlsOptions | undefined
+  /**
+   * Opens the byte stream the WebSocket runs over, instead of TCP/TLS (`tls`
+   * is then unused). `wsreactor/testing`'s `TestServer.connector` serves the
+   * client in memory, so client code runs under `TestClock`.
+   */
+  readonly connector?: Connector | undefined
 }
+
+/** Where {@link connect} goes: the parsed `ws://` / `wss://` URL. */
+export interface ConnectTarget {
+  readonly href: string
+  readonly secure: boolean
+  /** The host name or IP address (no brackets around IPv6). */
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * Opens a byte stream to `target` (the `Transport.Incoming` shape the server
+ * uses, in the client's hands); a failure is a {@link ConnectError}. The
+ * client owns the stream from then on and destroys it when done.
+ *
+ * @example
+ * const server = yield* Testing.TestServer
+ * const conn = yield* Client.connect("ws://test/chat", { connector: server.connector })
+ */
+export type Connector = (target: ConnectTarget) => Effect.Effect<Incoming, ConnectError>
 
 /** Options that fail validation (or a URL that is not ws:// or wss://). */
 export class ClientOptionsError extends Data.TaggedError("ClientOptionsError")<{
@@ -143,11 +170,12 @@ interface Resolved {
   readonly options: ClientOptions
   readonly deflate: DeflateOptions | undefined
   readonly tls: TlsOptions
+  readonly connector: Connector | undefined
 }
 
 const resolve = (input: ConnectOptions): Effect.Effect<Resolved, ClientOptionsError> =>
   Effect.gen(function*() {
-    const { perMessageDeflate, tls, ...rest } = input
+    const { perMessageDeflate, tls, connector, ...rest } = input
     const defined = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== undefined))
     const decoded = yield* Effect.mapError(
       Schema.decodeUnknownEffect(ClientOptions)({ ...defaultOptions, ...defined }, { errors: "all" }),
@@ -162,7 +190,7 @@ const resolve = (input: ConnectOptions): Effect.Effect<Resolved, ClientOptionsEr
       }
       deflate = resolved.options
     }
-    return { options: decoded, deflate, tls: tls ?? {} }
+    return { options: decoded, deflate, tls: tls ?? {}, connector }
   })
 
 // ---------------------------------------------------------------------------
@@ -357,7 +385,7 @@ export const connect = (
   options: ConnectOptions = {}
 ): Effect.Effect<ClientConnection, ConnectFailure, Scope.Scope> =>
   Effect.gen(function*() {
-    const { options: o, deflate, tls } = yield* resolve(options)
+    const { options: o, deflate, tls, connector } = yield* resolve(options)
     const target = yield* parseUrl(url)
     const scope = yield* Effect.scope
     // Deadline fibers live in a child scope made first, so they outlast the close below.
@@ -367,8 +395,8 @@ export const connect = (
       ?? CompressionLimiter.of({ withPermit: (yield* Semaphore.make(deflate?.concurrency ?? 10)).withPermit })
 
     const handshake = Effect.gen(function*() {
-      const socket = yield* openSocket(target, tls)
-      const session = new ClientSession(new NodeIncoming(socket), o, deadlines, clock, maskKey)
+      const incoming = connector === undefined ? new NodeIncoming(yield* openSocket(target, tls)) : yield* connector(target)
+      const session = new ClientSession(incoming, o, deadlines, clock, maskKey)
       return yield* Effect.onError(
         Effect.gen(function*() {
           session.listen()
@@ -434,7 +462,7 @@ export const connect = (
             version: "HTTP/1.1",
             headers: [...requestHeaders, ...extra]
           }
-          return new ClientConnection(session, request, response, protocol, socket.remoteAddress)
+          return new ClientConnection(session, request, response, protocol, incoming.remoteAddress)
         }),
         () => Effect.sync(() => session.finish())
       ).pipe(Effect.map((connection) => ({ connection, session })))
