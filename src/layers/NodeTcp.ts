@@ -21,8 +21,8 @@ import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import * as SocketServer from "effect/socket/SocketServer"
 import * as Net from "node:net"
-import * as Tls from "node:tls"
-import { names as metricNames } from "../services/Metrics.ts"
+import type * as Tls from "node:tls"
+import { names as metricNames } from "../services/MetricNames.ts"
 import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** Where to listen. `port: 0` picks a free port (see `Transport.address`). */
@@ -195,7 +195,7 @@ const listen = (
       pending?.push(conn)
     }
     server.on(connectionEvent, (conn: Net.Socket) => onConnection(conn))
-    if (server instanceof Tls.Server) {
+    if (connectionEvent === "secureConnection") {
       // A failed TLS handshake (a plain-TCP client, a bad certificate) costs that socket only.
       server.on("tlsClientError", (_error, socket) => socket.destroy())
     }
@@ -282,6 +282,8 @@ export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServ
   // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
   Layer.effect(Transport, Effect.suspend(() => listen(Net.createServer({ noDelay: true }), "connection", options)))
 
+const loadTls = (): typeof Tls => process.getBuiltinModule("node:tls")
+
 /**
  * TLS (wss://, https://): connections reach the reactor after the TLS
  * handshake; a client that fails it (plain TCP, a certificate it refuses) is dropped.
@@ -294,5 +296,8 @@ export const layerTls = (
 ): Layer.Layer<Transport, SocketServer.SocketServerError> =>
   Layer.effect(
     Transport,
-    Effect.suspend(() => listen(Tls.createServer({ ...options, noDelay: true }), "secureConnection", options))
+    Effect.suspend(() =>
+      // node:tls is loaded here, not at import: it holds ~1 MB of live heap a plain-TCP server would carry.
+      listen(loadTls().createServer({ ...options, noDelay: true }), "secureConnection", options)
+    )
   )
