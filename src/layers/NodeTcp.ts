@@ -93,6 +93,11 @@ export class NodeIncoming implements Incoming {
     return !conn.writableNeedDrain
   }
 
+  /** Bytes queued in the socket (Node's stream buffer): the outbox weighs them against its own mark. */
+  get writableLength(): number {
+    return this.conn.writableLength
+  }
+
   onDrain(callback: () => void): void {
     const conn = this.conn
     if (conn.destroyed || !conn.writableNeedDrain) return void queueMicrotask(callback)
