@@ -62,6 +62,13 @@ export class NodeIncoming implements Incoming {
     return this.conn.remotePort
   }
 
+  // Chunks come through the stream's 'data' event: Node allocates each read (up to 64 KiB) and the
+  // decoder copies a frame that spans reads into its payload buffer, so a 1 MiB message costs about
+  // 2 MiB outside the heap (what drives full GCs). Reading straight into the payload buffer needs
+  // the `onread: { buffer, callback }` option, which Node (24) accepts only in the `net.Socket`
+  // constructor: `net.createServer`/`tls.createServer` build accepted sockets themselves and
+  // pass no `onread`, and wrapping an accepted connection in a new Socket needs its private
+  // `_handle`. So this stays on the public stream path (ws's too: it concatenates the chunks).
   listen(onData: (chunk: Uint8Array) => void, onEnd: () => void): void {
     const end = () => {
       if (this.ended) return
