@@ -27,7 +27,8 @@ const onCommand = (chunk: Buffer): void => {
   while ((nl = pending.indexOf("\n")) >= 0) {
     const line = pending.slice(0, nl).trim()
     pending = pending.slice(nl + 1)
-    if (line.startsWith("heap ")) {
+    if (line === "used") void liveHeap()
+    else if (line.startsWith("heap ")) {
       const gc = (globalThis as { gc?: () => void }).gc
       gc?.()
       gc?.()
@@ -37,6 +38,20 @@ const onCommand = (chunk: Buffer): void => {
       console.log(`HEAP ${JSON.stringify({ file, heapUsed, external, arrayBuffers })}`)
     }
   }
+}
+
+/**
+ * `used` on stdin: the live heap without a snapshot (for bench/scratch/liveheap.ts): full GCs a
+ * moment apart (concurrent sweeping finishes in between), then `USED {"heapUsed","external"}`.
+ */
+const liveHeap = async (): Promise<void> => {
+  const gc = (globalThis as { gc?: () => void }).gc
+  for (let i = 0; i < 3; i++) {
+    gc?.()
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const { heapUsed, external, arrayBuffers } = process.memoryUsage()
+  console.log(`USED ${JSON.stringify({ heapUsed, external, arrayBuffers })}`)
 }
 
 /** Port from `--port <n>` (0 = ephemeral). */

@@ -21,8 +21,8 @@ import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import * as SocketServer from "effect/socket/SocketServer"
 import * as Net from "node:net"
-import * as Tls from "node:tls"
-import { names as metricNames } from "../services/Metrics.ts"
+import type * as Tls from "node:tls"
+import { names as metricNames } from "../services/MetricNames.ts"
 import { type Incoming, Transport } from "../services/Transport.ts"
 
 /** Where to listen. `port: 0` picks a free port (see `Transport.address`). */
@@ -62,6 +62,13 @@ export class NodeIncoming implements Incoming {
     return this.conn.remotePort
   }
 
+  // Chunks come through the stream's 'data' event: Node allocates each read (up to 64 KiB) and the
+  // decoder copies a frame that spans reads into its payload buffer, so a 1 MiB message costs about
+  // 2 MiB outside the heap (what drives full GCs). Reading straight into the payload buffer needs
+  // the `onread: { buffer, callback }` option, which Node (24) accepts only in the `net.Socket`
+  // constructor: `net.createServer`/`tls.createServer` build accepted sockets themselves and
+  // pass no `onread`, and wrapping an accepted connection in a new Socket needs its private
+  // `_handle`. So this stays on the public stream path (ws's too: it concatenates the chunks).
   listen(onData: (chunk: Uint8Array) => void, onEnd: () => void): void {
     const end = () => {
       if (this.ended) return
@@ -91,6 +98,11 @@ export class NodeIncoming implements Incoming {
     for (let i = 0; i < chunks.length; i++) conn.write(chunks[i]!)
     conn.uncork()
     return !conn.writableNeedDrain
+  }
+
+  /** Bytes queued in the socket (Node's stream buffer): the outbox weighs them against its own mark. */
+  get writableLength(): number {
+    return this.conn.writableLength
   }
 
   onDrain(callback: () => void): void {
@@ -195,7 +207,7 @@ const listen = (
       pending?.push(conn)
     }
     server.on(connectionEvent, (conn: Net.Socket) => onConnection(conn))
-    if (server instanceof Tls.Server) {
+    if (connectionEvent === "secureConnection") {
       // A failed TLS handshake (a plain-TCP client, a bad certificate) costs that socket only.
       server.on("tlsClientError", (_error, socket) => socket.destroy())
     }
@@ -282,6 +294,8 @@ export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServ
   // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
   Layer.effect(Transport, Effect.suspend(() => listen(Net.createServer({ noDelay: true }), "connection", options)))
 
+const loadTls = (): typeof Tls => process.getBuiltinModule("node:tls")
+
 /**
  * TLS (wss://, https://): connections reach the reactor after the TLS
  * handshake; a client that fails it (plain TCP, a certificate it refuses) is dropped.
@@ -294,5 +308,8 @@ export const layerTls = (
 ): Layer.Layer<Transport, SocketServer.SocketServerError> =>
   Layer.effect(
     Transport,
-    Effect.suspend(() => listen(Tls.createServer({ ...options, noDelay: true }), "secureConnection", options))
+    Effect.suspend(() =>
+      // node:tls is loaded here, not at import: it holds ~1 MB of live heap a plain-TCP server would carry.
+      listen(loadTls().createServer({ ...options, noDelay: true }), "secureConnection", options)
+    )
   )

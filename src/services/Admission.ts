@@ -10,30 +10,40 @@
  */
 import { readFileSync } from "node:fs"
 import * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import type { Hooks } from "./App.ts"
+import { checkInteger, InvalidOptionsError } from "./Options.ts"
 import type { Incoming } from "./Transport.ts"
 
 /** Validated admission settings (see {@link decodeAdmissionOptions} for the defaults). */
-export const AdmissionOptions = Schema.Struct({
+export interface AdmissionOptions {
   /** Connections (handshaking or open) at once; the next one gets 503. 0 = no cap (the fd limit is the cap). */
-  maxConnections: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 10_000_000 })),
+  readonly maxConnections: number
   /** The `Retry-After` a refused client is told, in seconds. */
-  retryAfterSeconds: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400 })),
+  readonly retryAfterSeconds: number
   /** How long a refused connection may take to go away after our FIN. */
-  lingerMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 60_000 }))
-})
-export type AdmissionOptions = typeof AdmissionOptions.Type
+  readonly lingerMs: number
+}
 
-/** Merge over the defaults (no cap, Retry-After 5 s, 2 s linger) and validate; throws a SchemaError at startup. */
+// Checked by hand, not with effect/Schema: loading Schema costs every full GC ~4 MB more live heap.
+const ranges = { maxConnections: [0, 10_000_000], retryAfterSeconds: [0, 86_400], lingerMs: [0, 60_000] } as const
+
+/** Merge over the defaults (no cap, Retry-After 5 s, 2 s linger) and validate; throws an InvalidOptionsError at startup. */
 export const decodeAdmissionOptions = (
   options: { readonly [K in keyof AdmissionOptions]?: AdmissionOptions[K] | undefined } = {}
-): AdmissionOptions =>
-  Schema.decodeUnknownSync(AdmissionOptions)({
+): AdmissionOptions => {
+  const decoded: AdmissionOptions = {
     maxConnections: options.maxConnections ?? 0,
     retryAfterSeconds: options.retryAfterSeconds ?? 5,
     lingerMs: options.lingerMs ?? 2_000
-  })
+  }
+  const problems: Array<string> = []
+  for (const name of ["maxConnections", "retryAfterSeconds", "lingerMs"] as const) {
+    const problem = checkInteger(decoded[name], ranges[name][0], ranges[name][1])
+    if (problem !== undefined) problems.push(`${name}: ${problem}`)
+  }
+  if (problems.length > 0) throw new InvalidOptionsError({ detail: problems.join("; ") })
+  return decoded
+}
 
 // Refusals in progress at most (an eighth of the cap, 8 to 256): beyond, a connection is dropped
 // without the 503, so a flood cannot hold more descriptors lingering than this.

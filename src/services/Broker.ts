@@ -25,7 +25,7 @@ import type * as Scope from "effect/Scope"
 import type * as Schema from "effect/Schema"
 import * as FrameDecoder from "../domain/FrameDecoder.ts"
 import * as FrameEncoder from "../domain/FrameEncoder.ts"
-import * as RedisBroker from "../layers/Redis.ts"
+import type * as RedisBroker from "../layers/Redis.ts"
 import type { Connection } from "./Connection.ts"
 import * as Message from "./Message.ts"
 
@@ -163,5 +163,6 @@ export const layerMemory: Layer.Layer<Broker> = Layer.sync(Broker, makeMemory)
  * program.pipe(Effect.provide(Broker.layerRedis({ url: "redis://127.0.0.1:6379" })))
  */
 export const layerRedis = (options: RedisBroker.RedisBrokerOptions = {}): Layer.Layer<Broker, Schema.SchemaError> =>
-  // Lazy: layers/Redis.ts imports this module.
-  RedisBroker.layer(options)
+  // Loaded when used: layers/Redis.ts imports this module, and it loads effect/Schema (~4 MB of
+  // live heap that every full GC walks) which a server on the memory broker does without.
+  Layer.unwrap(Effect.map(Effect.promise(() => import("../layers/Redis.ts")), (Redis) => Redis.layer(options)))

@@ -28,21 +28,8 @@ export interface ServerMetrics {
 }
 
 /** The names used, for dashboards and tests. */
-export const names = {
-  connectionsOpen: "wsreactor_connections_open",
-  connectionsOpened: "wsreactor_connections_opened_total",
-  handshakes: "wsreactor_handshakes_total",
-  messagesIn: "wsreactor_messages_in_total",
-  messagesOut: "wsreactor_messages_out_total",
-  bytesIn: "wsreactor_message_bytes_in_total",
-  bytesOut: "wsreactor_bytes_out_total",
-  closes: "wsreactor_closes_total",
-  backpressure: "wsreactor_backpressure_total",
-  heartbeatTimeouts: "wsreactor_heartbeat_timeouts_total",
-  protocolErrors: "wsreactor_protocol_errors_total",
-  /** Recorded by the Node transport (`NodeTcp`), in the same registry. */
-  acceptErrors: "wsreactor_accept_errors_total"
-} as const
+export { names } from "./MetricNames.ts"
+import { names } from "./MetricNames.ts"
 
 const counter = (name: string, description: string, attributes?: Record<string, string>) =>
   Metric.counter(name, { description, attributes, incremental: true })

@@ -1,43 +1,101 @@
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Schema from "effect/Schema"
 import { type DeflateOptions, resolveDeflateOptions } from "../domain/PerMessageDeflate.ts"
+
+// No `effect/Schema` here: it holds ~4 MB of live heap once loaded, and every full GC walks the
+// live heap (a large-message echo runs one per few dozen messages). Twelve integer ranges and one
+// literal are checked by hand below, with Schema's wording; `OptionsSchema.ts` has the same rules
+// as a Schema (a test checks that both agree).
 
 /**
  * Server limits and timeouts. Every field has a safe default
- * ({@link defaultOptions}); {@link decodeOptions} validates user input.
+ * ({@link defaultOptions}); {@link decode} validates user input.
  *
  * @example
- * const options = decodeOptions({ maxMessageSize: 1024 * 1024 })
+ * const options = yield* Options.decode({ maxMessageSize: 1024 * 1024 })
  */
-export const ServerOptions = Schema.Struct({
+export interface ServerOptions {
   /** Largest message accepted, in bytes (after inflation when compressed). Over it: close 1009. */
-  maxMessageSize: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
+  readonly maxMessageSize: number
   /** Largest HTTP request head (request line + headers). Over it: 431. */
-  maxHeaderBytes: Schema.Int.check(Schema.isBetween({ minimum: 256, maximum: 1024 * 1024 })),
+  readonly maxHeaderBytes: number
   /** Time allowed from TCP accept to a complete upgrade request. */
-  handshakeTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 })),
+  readonly handshakeTimeoutMs: number
   /** Time allowed for the peer to answer our close frame before the TCP connection is dropped. */
-  closeTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 3_600_000 })),
+  readonly closeTimeoutMs: number
   /** Split outgoing messages larger than this into fragments (0 = never). */
-  fragmentSize: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 2 ** 31 - 1 })),
+  readonly fragmentSize: number
   /** Messages buffered for a handler that is behind; when full, the socket is not read (TCP backpressure). */
-  inboundQueueSize: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 1_000_000 })),
+  readonly inboundQueueSize: number
   /** Bytes of messages buffered for a handler that is behind before the socket is not read (at least one message always fits). */
-  inboundHighWaterMark: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
+  readonly inboundHighWaterMark: number
   /** Outbound bytes buffered per connection above which the backpressure policy applies. */
-  outboundHighWaterMark: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 2 ** 31 - 1 })),
+  readonly outboundHighWaterMark: number
   /** What `send` does above the high-water mark: wait for the peer, drop the message, or close the connection (1008). */
-  backpressure: Schema.Literals(["suspend", "drop", "close"]),
+  readonly backpressure: "suspend" | "drop" | "close"
   /** Send a ping every this many ms (0 = never). */
-  heartbeatIntervalMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 })),
+  readonly heartbeatIntervalMs: number
   /** After a heartbeat ping, drop the connection (reported as 1006) if nothing arrives within this many ms (at most the interval). */
-  heartbeatTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 86_400_000 })),
+  readonly heartbeatTimeoutMs: number
   /** Close 1001 when no data message arrived for this many ms (0 = never). */
-  idleTimeoutMs: Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 86_400_000 }))
-})
-export type ServerOptions = typeof ServerOptions.Type
+  readonly idleTimeoutMs: number
+}
+
+/** The integer options and their inclusive ranges (`OptionsSchema.ServerOptions` says the same). */
+export const integerRanges: { readonly [K in Exclude<keyof ServerOptions, "backpressure">]: readonly [number, number] } = {
+  maxMessageSize: [1, 2 ** 31 - 1],
+  maxHeaderBytes: [256, 1024 * 1024],
+  handshakeTimeoutMs: [1, 3_600_000],
+  closeTimeoutMs: [1, 3_600_000],
+  fragmentSize: [0, 2 ** 31 - 1],
+  inboundQueueSize: [1, 1_000_000],
+  inboundHighWaterMark: [1, 2 ** 31 - 1],
+  outboundHighWaterMark: [1, 2 ** 31 - 1],
+  heartbeatIntervalMs: [0, 86_400_000],
+  heartbeatTimeoutMs: [1, 86_400_000],
+  idleTimeoutMs: [0, 86_400_000]
+}
+
+export const backpressurePolicies: ReadonlyArray<ServerOptions["backpressure"]> = ["suspend", "drop", "close"]
+
+/**
+ * What is wrong with `value` as an integer in [min, max], in Schema's words
+ * (`Expected a value between 1 and 10, got 0`), or undefined when it is fine.
+ *
+ * @example
+ * checkInteger(1.5, 1, 10) // "Expected an integer, got 1.5"
+ */
+export const checkInteger = (value: unknown, min: number, max: number): string | undefined => {
+  if (typeof value !== "number") return `Expected number, got ${show(value)}`
+  // Schema.Int is a safe integer: NaN, infinities and 2^53 + 2 are not.
+  if (!Number.isSafeInteger(value)) return `Expected an integer, got ${show(value)}`
+  if (value < min || value > max) return `Expected a value between ${min} and ${max}, got ${show(value)}`
+  return undefined
+}
+
+const show = (value: unknown): string => typeof value === "string" ? JSON.stringify(value) : String(value)
+
+// Every problem of a complete options record, one "<field>: <problem>" each.
+const problemsOf = (input: Record<string, unknown>): Array<string> => {
+  const problems: Array<string> = []
+  for (const name in integerRanges) {
+    const [min, max] = integerRanges[name as keyof typeof integerRanges]
+    const problem = checkInteger(input[name], min, max)
+    if (problem !== undefined) problems.push(`${name}: ${problem}`)
+  }
+  if (!backpressurePolicies.includes(input.backpressure as ServerOptions["backpressure"])) {
+    problems.push(`backpressure: Expected "suspend" | "drop" | "close", got ${show(input.backpressure)}`)
+  }
+  return problems
+}
+
+// The decoded options: exactly the known fields, in their order (other keys, such as hooks, stay out).
+const pick = (input: Record<string, unknown>): ServerOptions => {
+  const out: Record<string, unknown> = {}
+  for (const name in defaultOptions) out[name] = input[name]
+  return out as unknown as ServerOptions
+}
 
 export const defaultOptions: ServerOptions = {
   maxMessageSize: 16 * 1024 * 1024,
@@ -54,9 +112,13 @@ export const defaultOptions: ServerOptions = {
   idleTimeoutMs: 0
 }
 
-/** Merge user options over the defaults and validate them (throws a SchemaError on bad input, at startup). */
-export const decodeOptions = (options: Partial<ServerOptions> = {}): ServerOptions =>
-  Schema.decodeUnknownSync(ServerOptions)({ ...defaultOptions, ...options })
+/** Merge user options over the defaults and validate them (throws an {@link InvalidOptionsError} on bad input, at startup). */
+export const decodeOptions = (options: Partial<ServerOptions> = {}): ServerOptions => {
+  const merged = { ...defaultOptions, ...options } as Record<string, unknown>
+  const problems = problemsOf(merged)
+  if (problems.length > 0) throw new InvalidOptionsError({ detail: problems.join("; ") })
+  return pick(merged)
+}
 
 /** Options that fail validation: a configuration mistake, reported before the server starts. */
 export class InvalidOptionsError extends Data.TaggedError("InvalidOptionsError")<{
@@ -134,8 +196,6 @@ export interface DecodeInput extends Partial<ServerOptions>, DurationOptions {
   readonly perMessageDeflate?: boolean | Partial<DeflateOptions> | undefined
 }
 
-const ShutdownTimeoutMs = Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 3_600_000 }))
-
 /**
  * {@link decodeOptions} as an Effect: merge over the defaults and validate, failing with a typed
  * {@link InvalidOptionsError} that names every bad field. Also checks `shutdownTimeoutMs` and
@@ -148,30 +208,23 @@ const ShutdownTimeoutMs = Schema.Int.check(Schema.isBetween({ minimum: 0, maximu
  * // Options.decode({ maxMessageSize: 0 }) fails with InvalidOptionsError
  */
 export const decode = (given: DecodeInput = {}): Effect.Effect<ServerOptions, InvalidOptionsError> =>
-  Effect.gen(function*() {
+  Effect.suspend(() => {
     const { input, problems: durationProblems } = withMillis(given)
+    const problems = [...durationProblems]
     const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined))
-    const decoded = yield* Effect.result(
-      Schema.decodeUnknownEffect(ServerOptions)({ ...defaultOptions, ...defined }, { errors: "all" })
-    )
-    const problems = [...durationProblems, ...(decoded._tag === "Failure" ? describe(decoded.failure) : [])]
-    if (input.shutdownTimeoutMs !== undefined && !Schema.is(ShutdownTimeoutMs)(input.shutdownTimeoutMs)) {
-      problems.push(`shutdownTimeoutMs: Expected an integer between 0 and 3600000, got ${String(input.shutdownTimeoutMs)}`)
+    const merged = { ...defaultOptions, ...defined }
+    problems.push(...problemsOf(merged))
+    if (input.shutdownTimeoutMs !== undefined) {
+      const problem = checkInteger(input.shutdownTimeoutMs, 0, 3_600_000)
+      if (problem !== undefined) {
+        problems.push(`shutdownTimeoutMs: Expected an integer between 0 and 3600000, got ${show(input.shutdownTimeoutMs)}`)
+      }
     }
     const deflate = input.perMessageDeflate
     if (deflate !== undefined && typeof deflate !== "boolean") {
       const resolved = resolveDeflateOptions(deflate)
       if (resolved._tag === "Error") problems.push(`perMessageDeflate: ${resolved.error.detail}`)
     }
-    if (decoded._tag === "Success" && problems.length === 0) return decoded.success
-    return yield* new InvalidOptionsError({
-      detail: problems.join("; "),
-      cause: decoded._tag === "Failure" ? decoded.failure : undefined
-    })
+    if (problems.length === 0) return Effect.succeed(pick(merged))
+    return Effect.fail(new InvalidOptionsError({ detail: problems.join("; ") }))
   })
-
-// A SchemaError's message is "<problem>\n  at [\"<field>\"]" per issue; one "<field>: <problem>" each.
-const describe = (error: Schema.SchemaError): Array<string> => {
-  const found = [...error.message.matchAll(/^(.+)\n\s+at \["?([^"\]\n]+)"?\]$/gm)]
-  return found.length > 0 ? found.map((m) => `${m[2]}: ${m[1]}`) : [error.message.replace(/\s*\n\s*/g, " ")]
-}

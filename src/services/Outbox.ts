@@ -5,9 +5,14 @@
  * - Batching: every outbox that got frames in this turn is flushed by one
  *   shared microtask (no closure and no task per connection); small frames
  *   are copied together, large buffers are written by reference (see `pack`).
- * - Backpressure: when the transport says its buffer is over its mark, the
- *   outbox is congested: frames stay queued (counted in `bufferedAmount`)
- *   until `onDrain`, and the owner stops reading a peer that does not read.
+ * - Backpressure: when the bytes waiting in the transport are over the
+ *   outbox's high-water mark (the transport's own boolean when it cannot say
+ *   how many), the outbox is congested: frames stay queued (counted in
+ *   `bufferedAmount`) until `onDrain`, and the owner stops reading a peer that
+ *   does not read. Node's socket says `false` from 16 KiB on, so every large
+ *   write would pause reading for a round trip; `ws` does not pause at all,
+ *   we pause only past the mark, which bounds what a non-reading peer costs
+ *   (about the mark in the socket plus the mark queued here).
  * - Waiters: senders waiting for the queue to fall under the high-water mark,
  *   and the closing sequence waiting for everything to be written.
  */
@@ -200,13 +205,19 @@ export class Outbox {
         this.closed = true
         return this.owner.onWriteDefect(defect)
       }
-      if (!ok) {
+      if (!ok && this.transportOverMark()) {
         this.congested = true
         this.owner.onCongestion(true)
         this.incoming.onDrain(() => this.onDrained())
       }
     }
     this.wake()
+  }
+
+  // The transport's buffer against our mark, when it can tell its size.
+  private transportOverMark(): boolean {
+    const pending = this.incoming.writableLength
+    return pending === undefined || pending > this.highWaterMark
   }
 
   /** A flush threw: stop writing and let the owner drop the connection. */

@@ -23,6 +23,12 @@ export interface Incoming {
   readonly resume: () => void
   /** Write a batch in order; false when the transport's buffer is over its mark: wait for `onDrain`. */
   readonly write: (chunks: ReadonlyArray<Uint8Array>) => boolean
+  /**
+   * Bytes `write` accepted that the transport has not yet passed on (optional).
+   * With it the outbox judges congestion against its own high-water mark instead
+   * of the transport's (Node's is 16 KiB: any large write would report false).
+   */
+  readonly writableLength?: number | undefined
   /** Call `callback` once, when the buffer has drained (or the connection ended). */
   readonly onDrain: (callback: () => void) => void
   /** Half-close after the queued writes (FIN); reading goes on. */

@@ -5,9 +5,13 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Duration, Effect, Exit, Layer, References, Stream } from "effect"
+import fc from "fast-check"
+import { readFileSync } from "node:fs"
+import * as Schema from "effect/Schema"
 import WebSocket from "ws"
 import * as NodeTcp from "../../src/layers/NodeTcp.ts"
 import * as Options from "../../src/services/Options.ts"
+import * as OptionsSchema from "../../src/services/OptionsSchema.ts"
 import * as Router from "../../src/services/Router.ts"
 import * as Server from "../../src/services/Server.ts"
 import { Transport } from "../../src/services/Transport.ts"
@@ -144,4 +148,48 @@ describe("durations as Duration.Input", () => {
       yield* client.sendText("hi")
       yield* client.expectText("hi")
     }).pipe(Effect.provide(Testing.layer(echo, { heartbeatInterval: "1 minute", shutdownTimeout: "1 second" }))))
+})
+
+describe("Options without Schema", () => {
+  // The server checks options by hand (Schema would cost every full GC ~4 MB of live heap);
+  // OptionsSchema.ServerOptions states the same rules as a Schema, and both must agree.
+  const value = fc.oneof(
+    fc.integer({ min: -10, max: 10 }),
+    fc.integer(),
+    fc.constantFrom(255, 256, 1024 * 1024, 1024 * 1024 + 1, 2 ** 31 - 1, 2 ** 31, 3_600_000, 3_600_001, 86_400_001),
+    fc.double(),
+    fc.constantFrom(Number.NaN, Infinity, -0, 2 ** 53 + 2, "64", null, undefined, true, "suspend", "drop", "close", "later")
+  )
+  const fields = [...Object.keys(Options.defaultOptions)] as Array<keyof Options.ServerOptions>
+
+  it("accepts and rejects exactly what OptionsSchema.ServerOptions does, naming the same fields", () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.constantFrom(...fields), value, { maxKeys: 4 }), (given) => {
+        const merged = { ...Options.defaultOptions, ...given }
+        const bySchema = Schema.decodeUnknownExit(OptionsSchema.ServerOptions)(merged, { errors: "all" })
+        let byHand: Options.ServerOptions | Options.InvalidOptionsError
+        try {
+          byHand = Options.decodeOptions(given as Partial<Options.ServerOptions>)
+        } catch (error) {
+          byHand = error as Options.InvalidOptionsError
+        }
+        if (Exit.isSuccess(bySchema)) {
+          expect(byHand).toEqual(bySchema.value)
+        } else {
+          expect(byHand).toBeInstanceOf(Options.InvalidOptionsError)
+          const named = (text: string) => fields.filter((f) => new RegExp(`\\b${f}\\b`).test(text)).sort()
+          expect(named((byHand as Options.InvalidOptionsError).detail)).toEqual(named(String(bySchema.cause)))
+        }
+      }),
+      { numRuns: 2000 }
+    )
+  })
+
+  it("the server's modules do not load effect/Schema", () => {
+    const server = ["Server", "Options", "Admission", "Broker", "Router", "Session", "Outbox"]
+    for (const name of server) {
+      const source = readFileSync(new URL(`../../src/services/${name}.ts`, import.meta.url), "utf8")
+      expect(source, name).not.toMatch(/^import \* as \w+ from "effect\/Schema"/m)
+    }
+  })
 })
