@@ -44,8 +44,12 @@ export interface Compressor {
  * zlib slice of that connection (both directions) takes its turn through it.
  */
 export interface Lane {
-  /** Run `self` while holding one of the limiter's permits, in this lane's turn. */
-  readonly withTurn: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /**
+   * Run `self` while holding one of the limiter's permits, in this lane's turn.
+   * `first` (default true): the first slice of a message; false for the later
+   * slices of a large one, which wait behind other connections' first slices.
+   */
+  readonly withTurn: <A, E, R>(self: Effect.Effect<A, E, R>, first?: boolean) => Effect.Effect<A, E, R>
 }
 
 /**
@@ -73,7 +77,7 @@ export class CompressionLimiter extends Context.Service<
     return Layer.sync(CompressionLimiter, () => {
       const scheduler = new FairScheduler(concurrency)
       const shared = scheduler.lane()
-      return CompressionLimiter.of({ withPermit: shared.withTurn, lane: () => scheduler.lane() })
+      return CompressionLimiter.of({ withPermit: (self) => shared.withTurn(self), lane: () => scheduler.lane() })
     })
   }
 }
@@ -110,26 +114,64 @@ export class CompressingSlots {
   }
 }
 
+interface Waiter {
+  readonly grant: () => void
+  /** The first slice of a message (served before the slices of messages already under way). */
+  readonly fresh: boolean
+}
+
 interface LaneState {
-  /** Grants waiting in this lane, FIFO (at most one per direction: each direction is serialised). */
-  readonly waiters: Array<() => void>
+  /** Turns waiting in this lane, FIFO (at most one per direction: each direction is serialised). */
+  readonly waiters: Array<Waiter>
   holding: boolean
   queued: boolean
 }
 
+/** A ring of lanes with an index head (no Array#shift on a long ring). */
+class Ring {
+  private items: Array<LaneState | undefined> = []
+  private head = 0
+  get size(): number {
+    return this.items.length - this.head
+  }
+  push(state: LaneState): void {
+    this.items.push(state)
+  }
+  shift(): LaneState | undefined {
+    if (this.head === this.items.length) return undefined
+    const state = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return state
+  }
+}
+
+/** Fresh turns served in a row before one continuing turn is let through (no starvation of large messages). */
+const FRESH_BURST = 8
+
 /**
  * `permits` turns at a time; each lane (one connection) holds at most one, its
- * waiters are served FIFO, and lanes with waiters are served round-robin. A
- * long job takes one turn per slice ({@link SLICE_BYTES} of input) and queues
- * again at the back, so a connection's small message waits for at most one
- * slice of each other busy connection, never for a whole large message.
+ * turns are served FIFO, and lanes are served round-robin. A long message
+ * takes one turn per slice ({@link SLICE_BYTES} of input) and queues again at
+ * the back. Two rings: lanes whose next turn starts a message go first (a
+ * small message is usually one turn), lanes continuing a large message after
+ * them, with one continuing turn at least every {@link FRESH_BURST} turns.
+ * So a connection's small message waits for about one slice per permit,
+ * however many connections are flooding large ones, and a large message still
+ * progresses at its fair share.
  */
 export class FairScheduler {
   private readonly permits: number
   private running = 0
-  // lanes with waiters, in turn order; `head` avoids Array#shift on a long ring
-  private ring: Array<LaneState | undefined> = []
-  private head = 0
+  private readonly fresh = new Ring()
+  private readonly continuing = new Ring()
+  private freshInARow = 0
 
   constructor(permits: number) {
     if (!(Number.isInteger(permits) && permits >= 1)) throw new RangeError(`permits ${permits} < 1`)
@@ -138,73 +180,73 @@ export class FairScheduler {
 
   /** Slices running now, and lanes waiting for a turn (a gauge for tests and metrics). */
   stats(): { readonly running: number; readonly waitingLanes: number } {
-    return { running: this.running, waitingLanes: this.ring.length - this.head }
+    return { running: this.running, waitingLanes: this.fresh.size + this.continuing.size }
   }
 
   lane(): Lane {
     const state: LaneState = { waiters: [], holding: false, queued: false }
-    const acquire = Effect.callback<void>((resume) => {
-      let granted = false
-      const grant = () => {
-        granted = true
-        resume(Effect.void)
-      }
-      state.waiters.push(grant)
-      this.enqueue(state)
-      this.pump()
-      // interrupted while waiting: leave the queue; granted but not yet resumed: give the turn back
-      return Effect.sync(() => {
-        if (granted) return this.release(state)
-        const i = state.waiters.indexOf(grant)
-        if (i >= 0) state.waiters.splice(i, 1)
+    const acquire = (fresh: boolean) =>
+      Effect.callback<void>((resume) => {
+        let granted = false
+        const waiter: Waiter = {
+          fresh,
+          grant: () => {
+            granted = true
+            resume(Effect.void)
+          }
+        }
+        state.waiters.push(waiter)
+        this.enqueue(state)
+        this.pump()
+        // interrupted while waiting: leave the queue; granted but not yet resumed: give the turn back
+        return Effect.sync(() => {
+          if (granted) return this.release(state)
+          const i = state.waiters.indexOf(waiter)
+          if (i >= 0) state.waiters.splice(i, 1)
+        })
       })
-    })
     const release = Effect.sync(() => this.release(state))
     return {
-      withTurn: (self) => Effect.uninterruptibleMask((restore) => Effect.andThen(restore(acquire), Effect.ensuring(restore(self), release)))
+      withTurn: (self, first = true) =>
+        Effect.uninterruptibleMask((restore) => Effect.andThen(restore(acquire(first)), Effect.ensuring(restore(self), release)))
     }
   }
 
   private enqueue(state: LaneState): void {
     if (state.holding || state.queued || state.waiters.length === 0) return
     state.queued = true
-    this.ring.push(state)
+    ;(state.waiters[0]!.fresh ? this.fresh : this.continuing).push(state)
   }
 
   private release(state: LaneState): void {
     state.holding = false
     this.running--
-    this.enqueue(state) // its next waiter goes to the back of the ring
+    this.enqueue(state) // its next turn goes to the back of a ring
     this.pump()
   }
 
   private pump(): void {
-    while (this.running < this.permits && this.head < this.ring.length) {
-      const state = this.ring[this.head]!
-      this.ring[this.head++] = undefined
+    while (this.running < this.permits) {
+      const useContinuing = this.continuing.size > 0 && (this.fresh.size === 0 || this.freshInARow >= FRESH_BURST)
+      const state = useContinuing ? this.continuing.shift() : this.fresh.shift()
+      if (state === undefined) return
+      this.freshInARow = useContinuing ? 0 : this.freshInARow + 1
       state.queued = false
-      const grant = state.waiters.shift()
-      if (grant === undefined) continue // its waiters were interrupted
+      const waiter = state.waiters.shift()
+      if (waiter === undefined) continue // its waiters were interrupted
       state.holding = true
       this.running++
-      grant()
-    }
-    if (this.head === this.ring.length) {
-      this.ring = []
-      this.head = 0
-    } else if (this.head > 1024 && this.head * 2 > this.ring.length) {
-      this.ring = this.ring.slice(this.head)
-      this.head = 0
+      waiter.grant()
     }
   }
 }
 
 /**
- * Input bytes fed to zlib per turn. A 64 KiB slice is ~0.2-0.5 ms of zlib at
- * level 1 (deflate) and less for inflate: the most another connection's
+ * Input bytes fed to zlib per turn. A 32 KiB slice is ~0.1-0.3 ms of zlib at
+ * level 1 (deflate; a few ms at level 9) and less for inflate: the most another connection's
  * message waits per busy connection ahead of it.
  */
-export const SLICE_BYTES = 64 * 1024
+export const SLICE_BYTES = 32 * 1024
 
 // RFC 7692 §7.2.1: the tail a sync flush ends with
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff])
@@ -294,7 +336,7 @@ const runFlush = <A, E>(
     readonly onFlushed: () => Outcome<A, E>
   },
   drop: () => void,
-  turn: Lane["withTurn"]
+  turn: (self: Effect.Effect<A | typeof NEXT, E>, first: boolean) => Effect.Effect<A | typeof NEXT, E>
 ): Effect.Effect<A, E> =>
   Effect.suspend(() => {
     const turns = sliced(input)
@@ -347,7 +389,7 @@ const runFlush = <A, E>(
         })
       })
     const loop = (i: number): Effect.Effect<A, E> =>
-      Effect.flatMap(turn(step(i)), (r) => (r === NEXT ? loop(i + 1) : Effect.succeed(r as A)))
+      Effect.flatMap(turn(step(i), i === 0), (r) => (r === NEXT ? loop(i + 1) : Effect.succeed(r as A)))
     return Effect.onExit(loop(0), () =>
       Effect.sync(() => {
         if (outcome !== undefined) return
@@ -374,7 +416,9 @@ export const makeCompressor = (
 ): Effect.Effect<Compressor, never, Scope.Scope | CompressionLimiter> =>
   Effect.gen(function*() {
     const limiter = yield* CompressionLimiter
-    const turn = limiter.lane?.().withTurn ?? limiter.withPermit
+    const lane = limiter.lane?.()
+    const turn = <A, E>(self: Effect.Effect<A, E>, first: boolean): Effect.Effect<A, E> =>
+      lane !== undefined ? lane.withTurn(self, first) : limiter.withPermit(self)
     const deflateLock = yield* Semaphore.make(1)
     const inflateLock = yield* Semaphore.make(1)
     let closed = false
