@@ -30,8 +30,28 @@ export interface DeflateOptions {
   readonly memLevel: number
   /** Messages shorter than this many bytes are sent uncompressed (RFC 7692 §6.1 allows RSV1 = 0). */
   readonly threshold: number
-  /** Maximum concurrent zlib operations process-wide (see CompressionLimiter). */
+  /**
+   * zlib slices (64 KiB of input each) running at once process-wide, shared
+   * round-robin between connections (see CompressionLimiter). At most the
+   * libuv thread pool size (4 unless UV_THREADPOOL_SIZE says otherwise) is
+   * useful: more only queue inside libuv, where no one is fair.
+   */
   readonly concurrency: number
+  /**
+   * Connections compressing at once process-wide; past it the offer is
+   * declined and the connection proceeds uncompressed (RFC 7692 §5: a decline
+   * is not a failure). Bounds zlib memory (~300 KiB per busy connection).
+   * 0 = no cap.
+   */
+  readonly maxCompressingConnections: number
+  /**
+   * Release a connection's zlib state after this many ms without a compressed
+   * message either way (0 = never); recreated on the next one. The deflater is
+   * always released; the inflater only when `client_no_context_takeover` was
+   * agreed (its window is otherwise still needed, RFC 7692 §7.2.3): set
+   * `clientNoContextTakeover` for idle connections to cost no zlib memory.
+   */
+  readonly idleReleaseMs: number
 }
 
 /**
@@ -48,7 +68,9 @@ export const defaultDeflateOptions: DeflateOptions = {
   level: 1,
   memLevel: 8,
   threshold: 1024,
-  concurrency: 10
+  concurrency: 4,
+  maxCompressingConnections: 1024,
+  idleReleaseMs: 30_000
 }
 
 /**
@@ -95,7 +117,11 @@ export const resolveDeflateOptions = (
   if (!inRange(o.level, 0, 9)) return fail(`level ${o.level} not in 0..9`)
   if (!inRange(o.memLevel, 1, 9)) return fail(`memLevel ${o.memLevel} not in 1..9`)
   if (!(Number.isInteger(o.threshold) && o.threshold >= 0)) return fail(`threshold ${o.threshold} is not a size`)
-  if (!(Number.isInteger(o.concurrency) && o.concurrency >= 1)) return fail(`concurrency ${o.concurrency} < 1`)
+  if (!inRange(o.concurrency, 1, 1024)) return fail(`concurrency ${o.concurrency} not in 1..1024`)
+  if (!inRange(o.maxCompressingConnections, 0, 2 ** 31 - 1)) {
+    return fail(`maxCompressingConnections ${o.maxCompressingConnections} is not a count`)
+  }
+  if (!inRange(o.idleReleaseMs, 0, 86_400_000)) return fail(`idleReleaseMs ${o.idleReleaseMs} not in 0..86400000`)
   return { _tag: "Ok", options: o }
 }
 

@@ -40,23 +40,213 @@ export interface Compressor {
 }
 
 /**
+ * A connection's place in the {@link CompressionLimiter}'s round-robin: every
+ * zlib slice of that connection (both directions) takes its turn through it.
+ */
+export interface Lane {
+  /**
+   * Run `self` while holding one of the limiter's permits, in this lane's turn.
+   * `first` (default true): the first slice of a message; false for the later
+   * slices of a large one, which wait behind other connections' first slices.
+   */
+  readonly withTurn: <A, E, R>(self: Effect.Effect<A, E, R>, first?: boolean) => Effect.Effect<A, E, R>
+}
+
+/**
  * Process-wide bound on concurrent zlib work. Many deflate streams working at
  * once fragment native memory badly (the known `ws` problem, which its
- * `concurrencyLimit` addresses); a semaphore caps it.
+ * `concurrencyLimit` addresses), and more jobs than libuv threads only queue
+ * in libuv, so a bound is needed; a plain semaphore in front of it was unfair
+ * (issue 10, finding 4): a few connections flooding large compressed messages
+ * held every permit and everyone's compressed latency rose from ~1 ms to
+ * ~150 ms. {@link FairScheduler} (what {@link CompressionLimiter.layer} builds)
+ * grants permits per connection, round-robin, one slice at a time.
+ *
+ * `withPermit` is the plain form (one shared lane); `lane`, when present, gives
+ * each compressor its own lane.
  */
 export class CompressionLimiter extends Context.Service<
   CompressionLimiter,
-  { readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R> }
+  {
+    readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    readonly lane?: (() => Lane) | undefined
+  }
 >()("wsreactor/CompressionLimiter") {
-  /** `CompressionLimiter.layer(10)`: at most 10 zlib operations at a time. */
+  /** `CompressionLimiter.layer(4)`: at most 4 zlib slices at a time, shared fairly between connections. */
   static layer(concurrency: number): Layer.Layer<CompressionLimiter> {
-    return Layer.effect(
-      CompressionLimiter,
-      Effect.map(Semaphore.make(concurrency), (semaphore) =>
-        CompressionLimiter.of({ withPermit: (self) => semaphore.withPermit(self) }))
+    return Layer.sync(CompressionLimiter, () => {
+      const scheduler = new FairScheduler(concurrency)
+      const shared = scheduler.lane()
+      return CompressionLimiter.of({ withPermit: (self) => shared.withTurn(self), lane: () => scheduler.lane() })
+    })
+  }
+}
+
+/**
+ * The `maxCompressingConnections` cap: a slot per connection that agreed
+ * permessage-deflate, held for the connection's life. No slot: the server
+ * declines the offer (RFC 7692 §5) and the connection runs uncompressed.
+ */
+export class CompressingSlots {
+  private readonly max: number
+  private taken = 0
+
+  /** `max` 0: no cap. */
+  constructor(max: number) {
+    this.max = max
+  }
+
+  /** Connections holding a slot now. */
+  get active(): number {
+    return this.taken
+  }
+
+  /** A slot for the current scope (given back when it closes), or false when full. */
+  get reserve(): Effect.Effect<boolean, never, Scope.Scope> {
+    return Effect.acquireRelease(
+      Effect.sync(() => {
+        if (this.max > 0 && this.taken >= this.max) return false
+        this.taken++
+        return true
+      }),
+      (got) => got ? Effect.sync(() => void this.taken--) : Effect.void
     )
   }
 }
+
+interface Waiter {
+  readonly grant: () => void
+  /** The first slice of a message (served before the slices of messages already under way). */
+  readonly fresh: boolean
+}
+
+interface LaneState {
+  /** Turns waiting in this lane, FIFO (at most one per direction: each direction is serialised). */
+  readonly waiters: Array<Waiter>
+  holding: boolean
+  queued: boolean
+}
+
+/** A ring of lanes with an index head (no Array#shift on a long ring). */
+class Ring {
+  private items: Array<LaneState | undefined> = []
+  private head = 0
+  get size(): number {
+    return this.items.length - this.head
+  }
+  push(state: LaneState): void {
+    this.items.push(state)
+  }
+  shift(): LaneState | undefined {
+    if (this.head === this.items.length) return undefined
+    const state = this.items[this.head]
+    this.items[this.head++] = undefined
+    if (this.head === this.items.length) {
+      this.items = []
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head)
+      this.head = 0
+    }
+    return state
+  }
+}
+
+/** Fresh turns served in a row before one continuing turn is let through (no starvation of large messages). */
+const FRESH_BURST = 8
+
+/**
+ * `permits` turns at a time; each lane (one connection) holds at most one, its
+ * turns are served FIFO, and lanes are served round-robin. A long message
+ * takes one turn per slice ({@link SLICE_BYTES} of input) and queues again at
+ * the back. Two rings: lanes whose next turn starts a message go first (a
+ * small message is usually one turn), lanes continuing a large message after
+ * them, with one continuing turn at least every {@link FRESH_BURST} turns.
+ * So a connection's small message waits for about one slice per permit,
+ * however many connections are flooding large ones, and a large message still
+ * progresses at its fair share.
+ */
+export class FairScheduler {
+  private readonly permits: number
+  private running = 0
+  private readonly fresh = new Ring()
+  private readonly continuing = new Ring()
+  private freshInARow = 0
+
+  constructor(permits: number) {
+    if (!(Number.isInteger(permits) && permits >= 1)) throw new RangeError(`permits ${permits} < 1`)
+    this.permits = permits
+  }
+
+  /** Slices running now, and lanes waiting for a turn (a gauge for tests and metrics). */
+  stats(): { readonly running: number; readonly waitingLanes: number } {
+    return { running: this.running, waitingLanes: this.fresh.size + this.continuing.size }
+  }
+
+  lane(): Lane {
+    const state: LaneState = { waiters: [], holding: false, queued: false }
+    const acquire = (fresh: boolean) =>
+      Effect.callback<void>((resume) => {
+        let granted = false
+        const waiter: Waiter = {
+          fresh,
+          grant: () => {
+            granted = true
+            resume(Effect.void)
+          }
+        }
+        state.waiters.push(waiter)
+        this.enqueue(state)
+        this.pump()
+        // interrupted while waiting: leave the queue; granted but not yet resumed: give the turn back
+        return Effect.sync(() => {
+          if (granted) return this.release(state)
+          const i = state.waiters.indexOf(waiter)
+          if (i >= 0) state.waiters.splice(i, 1)
+        })
+      })
+    const release = Effect.sync(() => this.release(state))
+    return {
+      withTurn: (self, first = true) =>
+        Effect.uninterruptibleMask((restore) => Effect.andThen(restore(acquire(first)), Effect.ensuring(restore(self), release)))
+    }
+  }
+
+  private enqueue(state: LaneState): void {
+    if (state.holding || state.queued || state.waiters.length === 0) return
+    state.queued = true
+    ;(state.waiters[0]!.fresh ? this.fresh : this.continuing).push(state)
+  }
+
+  private release(state: LaneState): void {
+    state.holding = false
+    this.running--
+    this.enqueue(state) // its next turn goes to the back of a ring
+    this.pump()
+  }
+
+  private pump(): void {
+    while (this.running < this.permits) {
+      const useContinuing = this.continuing.size > 0 && (this.fresh.size === 0 || this.freshInARow >= FRESH_BURST)
+      const state = useContinuing ? this.continuing.shift() : this.fresh.shift()
+      if (state === undefined) return
+      this.freshInARow = useContinuing ? 0 : this.freshInARow + 1
+      state.queued = false
+      const waiter = state.waiters.shift()
+      if (waiter === undefined) continue // its waiters were interrupted
+      state.holding = true
+      this.running++
+      waiter.grant()
+    }
+  }
+}
+
+/**
+ * Input bytes fed to zlib per turn. A 32 KiB slice is ~0.1-0.3 ms of zlib at
+ * level 1 (deflate; a few ms at level 9) and less for inflate: the most another connection's
+ * message waits per busy connection ahead of it.
+ */
+export const SLICE_BYTES = 32 * 1024
 
 // RFC 7692 §7.2.1: the tail a sync flush ends with
 const TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff])
@@ -107,10 +297,35 @@ const discard = (stream: zlib.DeflateRaw | zlib.InflateRaw): void => {
 
 type Outcome<A, E> = Effect.Effect<A, E>
 
+const NEXT: unique symbol = Symbol("next slice")
+
+/** `input` cut into turns of at most {@link SLICE_BYTES} (views, no copies); the last turn also flushes. */
+const sliced = (input: ReadonlyArray<Uint8Array>): Array<Array<Uint8Array>> => {
+  const turns: Array<Array<Uint8Array>> = [[]]
+  let room = SLICE_BYTES
+  for (const chunk of input) {
+    let offset = 0
+    while (offset < chunk.length) {
+      if (room === 0) {
+        turns.push([])
+        room = SLICE_BYTES
+      }
+      const n = Math.min(room, chunk.length - offset)
+      turns[turns.length - 1]!.push(n === chunk.length ? chunk : chunk.subarray(offset, offset + n))
+      offset += n
+      room -= n
+    }
+  }
+  return turns
+}
+
 /**
- * Feed `input` to `stream`, sync-flush, and collect the output. `onChunk`
- * sees each output chunk and may end the operation early. Interruption or
- * the stream closing mid-operation discard the stream (its state is mid-message).
+ * Feed `input` to `stream`, sync-flush, and collect the output, one
+ * {@link SLICE_BYTES} slice per `turn` (the permit is given back between
+ * slices, so other connections' messages interleave with a large one).
+ * `onChunk` sees each output chunk and may end the operation early.
+ * Interruption or the stream closing mid-operation discard the stream (its
+ * state is mid-message).
  */
 const runFlush = <A, E>(
   stream: zlib.DeflateRaw | zlib.InflateRaw,
@@ -120,50 +335,80 @@ const runFlush = <A, E>(
     readonly onError: (error: Error) => Outcome<A, E>
     readonly onFlushed: () => Outcome<A, E>
   },
-  drop: () => void
+  drop: () => void,
+  turn: (self: Effect.Effect<A | typeof NEXT, E>, first: boolean) => Effect.Effect<A | typeof NEXT, E>
 ): Effect.Effect<A, E> =>
-  Effect.callback<A, E>((resume) => {
-    let done = false
-    const finish = (outcome: Outcome<A, E>) => {
-      if (done) return
-      done = true
+  Effect.suspend(() => {
+    const turns = sliced(input)
+    let outcome: Outcome<A, E> | undefined
+    let wake: ((outcome: Outcome<A, E>) => void) | undefined
+    const detach = () => {
       stream.off("data", onData)
       stream.off("error", onError)
       stream.off("close", onClose)
-      resume(outcome)
+    }
+    const settle = (result: Outcome<A, E>) => {
+      if (outcome !== undefined) return
+      outcome = result
+      detach()
+      const w = wake
+      wake = undefined
+      w?.(result)
     }
     const onData = (chunk: Buffer) => {
       const early = handlers.onChunk(chunk)
-      if (early !== undefined) finish(early)
+      if (early !== undefined) settle(early)
     }
-    const onError = (error: Error) => finish(handlers.onError(error))
-    const onClose = () => finish(Effect.interrupt)
+    const onError = (error: Error) => settle(handlers.onError(error))
+    const onClose = () => settle(Effect.interrupt)
     stream.on("data", onData)
     stream.on("error", onError)
     stream.once("close", onClose)
-    for (const chunk of input) stream.write(chunk)
-    stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
-      if (done) return
-      // output still buffered in the readable side is emitted as 'data' by read()
-      while (!done && stream.readableLength > 0 && stream.read() !== null) {}
-      if (!done) finish(handlers.onFlushed())
-    })
-    return Effect.sync(() => {
-      if (done) return
-      done = true
-      stream.off("data", onData)
-      stream.off("error", onError)
-      stream.off("close", onClose)
-      drop()
-    })
+
+    const step = (i: number): Effect.Effect<A | typeof NEXT, E> =>
+      Effect.callback<A | typeof NEXT, E>((resume) => {
+        if (outcome !== undefined) return resume(outcome)
+        wake = resume
+        const chunks = turns[i]!
+        if (i < turns.length - 1) {
+          // Z_NO_FLUSH: the callback fires once zlib consumed the slice
+          for (let k = 0; k < chunks.length - 1; k++) stream.write(chunks[k]!)
+          stream.write(chunks[chunks.length - 1]!, () => {
+            if (outcome !== undefined || wake !== resume) return
+            wake = undefined
+            resume(Effect.succeed(NEXT))
+          })
+          return
+        }
+        for (const chunk of chunks) if (chunk.length > 0) stream.write(chunk)
+        stream.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+          if (outcome !== undefined) return
+          // output still buffered in the readable side is emitted as 'data' by read()
+          while (outcome === undefined && stream.readableLength > 0 && stream.read() !== null) {}
+          settle(handlers.onFlushed())
+        })
+      })
+    const loop = (i: number): Effect.Effect<A, E> =>
+      Effect.flatMap(turn(step(i), i === 0), (r) => (r === NEXT ? loop(i + 1) : Effect.succeed(r as A)))
+    return Effect.onExit(loop(0), () =>
+      Effect.sync(() => {
+        if (outcome !== undefined) return
+        // interrupted mid-message (waiting for a turn or inside one)
+        outcome = Effect.interrupt
+        wake = undefined
+        detach()
+        drop()
+      }))
   })
 
 /**
  * Build the compressor of one connection. The zlib streams are created on
- * first use (an idle connection costs no zlib memory) and closed when the
- * scope closes. Operations are serialised per direction (one stream, one
- * message at a time) and each holds a {@link CompressionLimiter} permit
- * while zlib works.
+ * first use (an idle connection costs no zlib memory), released again after
+ * `options.idleReleaseMs` without a compressed message where the RFC allows
+ * it (see `releaseIdle`), and closed when the scope closes. Operations are
+ * serialised per direction (one stream, one message at a time) and take their
+ * turns, slice by slice, in this connection's {@link Lane} of the
+ * {@link CompressionLimiter}.
  */
 export const makeCompressor = (
   params: DeflateParams,
@@ -171,11 +416,17 @@ export const makeCompressor = (
 ): Effect.Effect<Compressor, never, Scope.Scope | CompressionLimiter> =>
   Effect.gen(function*() {
     const limiter = yield* CompressionLimiter
+    const lane = limiter.lane?.()
+    const turn = <A, E>(self: Effect.Effect<A, E>, first: boolean): Effect.Effect<A, E> =>
+      lane !== undefined ? lane.withTurn(self, first) : limiter.withPermit(self)
     const deflateLock = yield* Semaphore.make(1)
     const inflateLock = yield* Semaphore.make(1)
     let closed = false
     let deflater: zlib.DeflateRaw | undefined
     let inflater: zlib.InflateRaw | undefined
+    let busy = 0
+    let lastUsed = 0
+    let timer: ReturnType<typeof setTimeout> | undefined
 
     const dropDeflater = () => {
       if (deflater !== undefined) discard(deflater)
@@ -186,9 +437,44 @@ export const makeCompressor = (
       inflater = undefined
     }
 
+    // Idle release. The deflater may always go: context takeover lets the
+    // sender refer to earlier messages but does not oblige it to (RFC 7692
+    // §7.1.1.1, §7.2.3), and a fresh raw deflater's blocks refer to nothing
+    // before them, so the peer's kept window still decodes them (the previous
+    // message ended on a sync flush, at a block boundary). The inflater holds
+    // the window the client's next message may refer to: it may go only when
+    // client_no_context_takeover was agreed (RFC 7692 §7.1.1.2, the client
+    // resets after each message anyway).
+    const releaseIdle = () => {
+      timer = undefined
+      if (closed || (deflater === undefined && inflater === undefined)) return
+      const idleFor = Date.now() - lastUsed
+      if (busy > 0 || idleFor < options.idleReleaseMs) {
+        timer = setTimeout(releaseIdle, Math.max(options.idleReleaseMs - idleFor, 1))
+        timer.unref?.()
+        return
+      }
+      dropDeflater()
+      if (params.clientNoContextTakeover) dropInflater()
+    }
+    const using = <A, E>(self: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+      options.idleReleaseMs === 0 ? self : Effect.suspend(() => {
+        busy++
+        return Effect.ensuring(self, Effect.sync(() => {
+          busy--
+          lastUsed = Date.now()
+          if (timer === undefined && !closed) {
+            timer = setTimeout(releaseIdle, options.idleReleaseMs)
+            timer.unref?.()
+          }
+        }))
+      })
+
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         closed = true
+        if (timer !== undefined) clearTimeout(timer)
+        timer = undefined
         dropDeflater()
         dropInflater()
       })
@@ -201,7 +487,7 @@ export const makeCompressor = (
     const compress = (data: Uint8Array): Effect.Effect<Uint8Array> => {
       // an empty stored block; the deflater stays byte-aligned after each sync flush, so skipping zlib is safe
       if (data.length === 0) return Effect.succeed(EMPTY_MESSAGE.slice())
-      return deflateLock.withPermit(limiter.withPermit(guard(Effect.suspend(() => {
+      return deflateLock.withPermit(using(guard(Effect.suspend(() => {
         const stream = deflater ??= track(zlib.createDeflateRaw({
           level: options.level,
           memLevel: options.memLevel,
@@ -224,7 +510,7 @@ export const makeCompressor = (
             if (params.serverNoContextTakeover) stream.reset() // RFC 7692 §7.1.1.1
             return Effect.succeed(concat(chunks, length, endsWithTail(chunks) ? length - 4 : length))
           }
-        }, dropDeflater)
+        }, dropDeflater, turn)
       }))))
     }
 
@@ -237,7 +523,7 @@ export const makeCompressor = (
     }
 
     const inflate = (data: Uint8Array, maxSize: number): Effect.Effect<Uint8Array | undefined, ProtocolError> =>
-      inflateLock.withPermit(limiter.withPermit(guard(Effect.suspend(() => {
+      inflateLock.withPermit(using(guard(Effect.suspend(() => {
         const stream = inflater ??= track(zlib.createInflateRaw({ windowBits: params.clientMaxWindowBits }))
         const consumedBefore = stream.bytesWritten
         const chunks: Array<Buffer> = []
@@ -272,7 +558,7 @@ export const makeCompressor = (
             else if (params.clientNoContextTakeover) stream.reset() // RFC 7692 §7.1.1.2
             return Effect.succeed(out)
           }
-        }, dropInflater)
+        }, dropInflater, turn)
       }))))
 
     return { compress, decompress } satisfies Compressor

@@ -18,17 +18,18 @@ import * as Handshake from "../domain/Handshake.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
 import type { Admission } from "./Admission.ts"
 import type { Accept, App } from "./App.ts"
-import { CompressionLimiter, makeCompressor } from "./Compression.ts"
+import { CompressingSlots, CompressionLimiter, makeCompressor } from "./Compression.ts"
 import { Session, type ServerContext } from "./Session.ts"
 import type { Incoming } from "./Transport.ts"
 
 export type { Accept, App, ConnectionHandle, Hooks, HttpResponse, Peer, Reject, UpgradeDecision } from "./App.ts"
 export type { ServerContext } from "./Session.ts"
 
-/** permessage-deflate for a server: the options, and the process-wide zlib limiter. */
+/** permessage-deflate for a server: the options, the process-wide zlib limiter and the compressing-connection cap. */
 export interface DeflateSupport {
   readonly options: PerMessageDeflate.DeflateOptions
   readonly limiter: CompressionLimiter["Service"]
+  readonly slots: CompressingSlots
 }
 
 /**
@@ -102,25 +103,30 @@ const runSession = <R>(
         return session.answer(Handshake.httpResponse(decision.response), decision.response.status)
       }
       // RFC 7692 §5: accept the first acceptable permessage-deflate offer, unless the app answered extensions itself.
-      const negotiated = deflate !== undefined && decision.extensions === undefined
+      const offered = deflate !== undefined && decision.extensions === undefined
         ? PerMessageDeflate.negotiate(upgrade.extensions, deflate.options)
         : undefined
-      const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
-      server.hooks.onHandshake?.(101)
-      session.incoming.write([
-        Handshake.acceptResponse({
-          key: upgrade.key,
-          protocol: accepted.protocol,
-          extensions: accepted.extensions,
-          headers: accepted.headers
-        })
-      ])
-      if (negotiated === undefined || deflate === undefined) return session.open(request, peer, accepted, undefined)
-      // The zlib streams live as long as the connection (in its scope).
-      return Effect.flatMap(
-        makeCompressor(negotiated.params, deflate.options).pipe(Effect.provideService(CompressionLimiter, deflate.limiter)),
-        (compressor) => session.open(request, peer, accepted, { compressor, threshold: deflate.options.threshold })
-      )
+      const open = (negotiated: PerMessageDeflate.Negotiated | undefined): Effect.Effect<void, never, R | Scope.Scope> => {
+        const accepted: Accept<R> = negotiated === undefined ? decision : { ...decision, extensions: negotiated.response }
+        server.hooks.onHandshake?.(101)
+        session.incoming.write([
+          Handshake.acceptResponse({
+            key: upgrade.key,
+            protocol: accepted.protocol,
+            extensions: accepted.extensions,
+            headers: accepted.headers
+          })
+        ])
+        if (negotiated === undefined || deflate === undefined) return session.open(request, peer, accepted, undefined)
+        // The zlib streams live as long as the connection (in its scope).
+        return Effect.flatMap(
+          makeCompressor(negotiated.params, deflate.options).pipe(Effect.provideService(CompressionLimiter, deflate.limiter)),
+          (compressor) => session.open(request, peer, accepted, { compressor, threshold: deflate.options.threshold })
+        )
+      }
+      if (offered === undefined || deflate === undefined) return open(undefined)
+      // Over maxCompressingConnections: decline the offer (§5 allows it); the connection runs uncompressed.
+      return Effect.flatMap(deflate.slots.reserve, (slot) => open(slot ? offered : undefined))
     })
   })
 

@@ -19,7 +19,7 @@ import * as CloseCode from "../domain/CloseCode.ts"
 import type { CloseInfo } from "./Connection.ts"
 import { decode, type DurationOptions, type InvalidOptionsError, type ServerOptions, withMillis } from "./Options.ts"
 import * as PerMessageDeflate from "../domain/PerMessageDeflate.ts"
-import { CompressionLimiter } from "./Compression.ts"
+import { CompressingSlots, CompressionLimiter } from "./Compression.ts"
 import * as Deadlines from "./Deadlines.ts"
 import * as Admission from "./Admission.ts"
 import type { App, ConnectionHandle, Hooks } from "./App.ts"
@@ -65,7 +65,11 @@ const makeDeflateSupport = (
   if (resolved._tag === "Error") return Effect.die(resolved.error)
   return Effect.map(
     Layer.build(CompressionLimiter.layer(resolved.options.concurrency)).pipe(Effect.scoped),
-    (context) => ({ options: resolved.options, limiter: Context.get(context, CompressionLimiter) })
+    (context) => ({
+      options: resolved.options,
+      limiter: Context.get(context, CompressionLimiter),
+      slots: new CompressingSlots(resolved.options.maxCompressingConnections)
+    })
   )
 }
 

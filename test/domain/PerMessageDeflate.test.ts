@@ -207,7 +207,9 @@ describe("negotiate: server options", () => {
       level: 1,
       memLevel: 8,
       threshold: 1024,
-      concurrency: 10
+      concurrency: 4,
+      maxCompressingConnections: 1024,
+      idleReleaseMs: 30_000
     })
     const bad: ReadonlyArray<Partial<DeflateOptions>> = [
       { serverMaxWindowBits: 8 },
@@ -220,7 +222,12 @@ describe("negotiate: server options", () => {
       { memLevel: 0 },
       { memLevel: 10 },
       { threshold: -1 },
-      { concurrency: 0 }
+      { concurrency: 0 },
+      { concurrency: 1.5 },
+      { maxCompressingConnections: -1 },
+      { maxCompressingConnections: 0.5 },
+      { idleReleaseMs: -1 },
+      { idleReleaseMs: 86_400_001 }
     ]
     for (const options of bad) {
       const r = resolveDeflateOptions(options)
@@ -228,6 +235,7 @@ describe("negotiate: server options", () => {
       expect(() => negotiate(offersOf(PMD), options)).toThrow(InvalidDeflateOptions)
     }
     expect(resolveDeflateOptions({ clientMaxWindowBits: 8, serverMaxWindowBits: 9, level: 0 })._tag).toBe("Ok")
+    expect(resolveDeflateOptions({ maxCompressingConnections: 0, idleReleaseMs: 0 })._tag).toBe("Ok") // 0: no cap, never release
   })
 })
 
