@@ -28,12 +28,14 @@ import * as Handshake from "../domain/Handshake.ts"
 import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Compressor } from "./Compression.ts"
-import { type Connection, ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import type { Hooks } from "./App.ts"
+import { bindOnFirstAccess, type Connection, type ConnectionClosedError } from "./Connection.ts"
 import * as Deadlines from "./Deadlines.ts"
 import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import { Outbox, type OutboxOwner } from "./Outbox.ts"
+import * as Sending from "./Sending.ts"
 import type { Incoming } from "./Transport.ts"
 
 /** The limits and timeouts a session runs with (validated by `Client`). */
@@ -58,10 +60,10 @@ export type Head =
 
 export type Phase = "Head" | "Open" | "Discarding" | "Closed"
 
-const NO_HOOKS = {}
+const NO_HOOKS: Hooks = {}
 let nextClientId = 1
 
-export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
+export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Sending.Sender {
   phase: Phase = "Head"
   readonly incoming: Incoming
   readonly options: SessionOptions
@@ -79,11 +81,11 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
 
   // ---- Open
   protocol!: Protocol
-  private outbox!: Outbox
+  outbox!: Outbox
   inbox!: Inbox
   private liveness: Liveness | undefined = undefined
-  private compressor: Compressor | undefined = undefined
-  private threshold = 0
+  compressor: Compressor | undefined = undefined
+  threshold = 0
   private closeTimer: Deadlines.Deadline = Deadlines.none
   private pausedForInbox = false
   private closeResult: CloseInfo | undefined = undefined
@@ -356,61 +358,22 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner {
     })
   }
 
-  // ---------------------------------------------------------------- sending
+  // ---------------------------------------------------------------- sending (Sending.Sender)
 
-  closedError(): ConnectionClosedError {
-    return new ConnectionClosedError({ connectionId: this.id })
+  get connectionId(): number {
+    return this.id
   }
 
-  /** Queue under the backpressure policy (as the server's `Session.admit`). */
-  admit(queue: () => void): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    if (this.phase !== "Open" || !this.protocol.canSend) return Effect.fail(this.closedError())
-    const options = this.options
-    if (this.outbox.overMark) {
-      if (options.backpressure === "drop") {
-        return Effect.fail(new MessageDroppedError({ connectionId: this.id, bufferedBytes: this.outbox.bufferedAmount }))
-      }
-      if (options.backpressure === "close") {
-        this.startClose(CloseCode.PolicyViolation, "send buffer full")
-        return Effect.fail(this.closedError())
-      }
-    }
-    queue()
-    this.outbox.schedule()
-    return this.outbox.overMark && options.backpressure === "suspend" ? this.outbox.awaitBelowMark() : Effect.void
+  get backpressure(): "suspend" | "drop" | "close" {
+    return this.options.backpressure
   }
 
-  sendMessage(message: Message.Message): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    const compressor = this.compressor
-    if (compressor !== undefined && message.data.length >= this.threshold) {
-      // RFC 7692 §6.1: compressed in order; RSV1 on the first frame only.
-      return Effect.flatMap(compressor.compress(message.data), (payload) =>
-        Effect.suspend(() => this.admit(() => this.protocol.sendMessage(message._tag === "Binary", payload, true))))
-    }
-    return Effect.suspend(() => this.admit(() => this.protocol.sendMessage(message._tag === "Binary", message.data)))
+  get hooks(): Hooks {
+    return NO_HOOKS
   }
 
-  sendMessages(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    if (this.compressor !== undefined) {
-      return Effect.forEach(messages, (m) => this.sendMessage(Message.toPayload(m)), { discard: true })
-    }
-    return Effect.suspend(() =>
-      this.admit(() => {
-        for (let i = 0; i < messages.length; i++) {
-          const m = Message.toPayload(messages[i]!)
-          this.protocol.sendMessage(m._tag === "Binary", m.data)
-        }
-      })
-    )
-  }
-
-  ping(payload: Uint8Array | undefined): Effect.Effect<void, ConnectionClosedError> {
-    return Effect.suspend(() => {
-      if (this.phase !== "Open" || this.protocol.state !== "Open") return Effect.fail(this.closedError())
-      this.protocol.sendPing(payload)
-      this.outbox.schedule()
-      return Effect.void
-    })
+  get canQueue(): boolean {
+    return this.phase === "Open"
   }
 
   get bufferedAmount(): number {
@@ -480,19 +443,19 @@ export class ClientConnection implements Connection {
     return messages
   }
 
-  send(message: Message.Outgoing): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    return this.session.sendMessage(Message.toPayload(message))
+  send(message: Message.Outgoing): Effect.Effect<void, Sending.SendError> {
+    return Sending.sendMessage(this.session, Message.toPayload(message))
   }
 
-  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    return this.session.sendMessages(messages)
+  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, Sending.SendError> {
+    return Sending.sendMessages(this.session, messages)
   }
 
   /**
    * Not for clients: every client frame is masked with a fresh key (RFC 6455
    * §5.3), so a frame encoded once cannot be sent. Dies with a TypeError.
    */
-  sendFrame(_frame: Uint8Array): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+  sendFrame(_frame: Uint8Array): Effect.Effect<void, Sending.SendError> {
     return Effect.die(new TypeError("a client cannot send pre-encoded frames (RFC 6455 §5.3: each frame is masked)"))
   }
 
@@ -502,7 +465,7 @@ export class ClientConnection implements Connection {
   }
 
   ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
-    return this.session.ping(payload)
+    return Sending.ping(this.session, payload)
   }
 
   close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
@@ -518,15 +481,15 @@ export class ClientConnection implements Connection {
   }
 }
 
-// Bind on first access, so `conn.send` passed detached keeps its `this`.
-for (const name of ["send", "sendAll", "sendFrame", "offerFrame", "ping", "close", "bufferedAmount", "header", "responseHeader"] as const) {
-  const method = ClientConnection.prototype[name] as (...args: Array<unknown>) => unknown
-  Object.defineProperty(ClientConnection.prototype, name, {
-    configurable: true,
-    get(this: ClientConnection) {
-      const bound = method.bind(this)
-      Object.defineProperty(this, name, { value: bound, configurable: true, writable: true })
-      return bound
-    }
-  })
-}
+// Bound on first access, so `conn.send` passed detached keeps its `this`.
+bindOnFirstAccess(ClientConnection.prototype, [
+  "send",
+  "sendAll",
+  "sendFrame",
+  "offerFrame",
+  "ping",
+  "close",
+  "bufferedAmount",
+  "header",
+  "responseHeader"
+])

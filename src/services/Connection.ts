@@ -102,3 +102,25 @@ export const withOverrides = <P extends Params>(connection: Connection<P>, overr
   }
   return derived
 }
+
+/**
+ * Make methods of a connection class bound on first access: the methods live
+ * on the prototype (no closure per connection), and one passed around
+ * detached (`Stream.runForEach(conn.send)`) still has its `this`.
+ *
+ * @example
+ * bindOnFirstAccess(MyConnection.prototype, ["send", "close"])
+ */
+export const bindOnFirstAccess = <T extends object>(prototype: T, names: ReadonlyArray<keyof T & string>): void => {
+  for (const name of names) {
+    const method = prototype[name] as (...args: Array<unknown>) => unknown
+    Object.defineProperty(prototype, name, {
+      configurable: true,
+      get(this: T) {
+        const bound = method.bind(this)
+        Object.defineProperty(this, name, { value: bound, configurable: true, writable: true })
+        return bound
+      }
+    })
+  }
+}

@@ -32,13 +32,14 @@ import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Accept, ConnectionHandle, Hooks, Peer } from "./App.ts"
 import type { Compressor } from "./Compression.ts"
-import { type Connection, ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import { bindOnFirstAccess, type Connection, type ConnectionClosedError } from "./Connection.ts"
 import * as Deadlines from "./Deadlines.ts"
 import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import type { ServerOptions } from "./Options.ts"
 import { Outbox, type OutboxOwner } from "./Outbox.ts"
+import * as Sending from "./Sending.ts"
 import type { Incoming } from "./Transport.ts"
 
 /** What every session of one server shares (built once per server). */
@@ -72,7 +73,7 @@ let nextConnectionId = 1
 
 const afterHandler = (session: Session) => (exit: Exit.Exit<void, unknown>) => session.onHandlerExit(exit)
 
-export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner {
+export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner, Sending.Sender {
   phase: Phase = "Head"
   readonly incoming: Incoming
   readonly server: ServerContext
@@ -89,12 +90,12 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
 
   // ---- Open
   protocol!: Protocol
-  private outbox!: Outbox
+  outbox!: Outbox
   inbox!: Inbox
   private liveness: Liveness | undefined = undefined
   private connection!: LiveConnection
-  private compressor: Compressor | undefined = undefined
-  private threshold = 0
+  compressor: Compressor | undefined = undefined
+  threshold = 0
   private outcome: Outcome | undefined = undefined
   private closeTimer: Deadlines.Deadline = Deadlines.none
   private catchUpTimer: Deadlines.Deadline = Deadlines.none
@@ -504,69 +505,27 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     return this.awaitClosed()
   }
 
-  // ---------------------------------------------------------------- sending (for LiveConnection)
+  // ---------------------------------------------------------------- sending (Sending.Sender, for LiveConnection)
 
-  closedError(): ConnectionClosedError {
-    // Built on demand: an error captures a stack trace, too costly to keep per connection.
-    return new ConnectionClosedError({ connectionId: this.connection.id })
+  get connectionId(): number {
+    return this.connection.id
   }
 
-  /**
-   * Queue encoded messages under the backpressure policy, judged on what is
-   * already buffered (one large message to a fast peer is fine): "drop"
-   * refuses, "close" closes with 1008, "suspend" queues then waits until the
-   * buffer is back under the mark.
-   */
-  admit(count: number, queue: () => void): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    if (!this.protocol.canSend || this.phase === "Closed") return Effect.fail(this.closedError())
-    const options = this.server.options
-    if (this.outbox.overMark) {
-      if (options.backpressure === "drop") {
-        this.server.hooks.onBackpressure?.("drop")
-        return Effect.fail(
-          new MessageDroppedError({ connectionId: this.connection.id, bufferedBytes: this.outbox.bufferedAmount })
-        )
-      }
-      if (options.backpressure === "close") {
-        this.server.hooks.onBackpressure?.("close")
-        this.startClose(CloseCode.PolicyViolation, "send buffer full")
-        return Effect.fail(this.closedError())
-      }
-    }
-    queue()
-    this.outbox.schedule()
-    this.server.hooks.onMessagesOut?.(count)
-    return this.outbox.overMark && options.backpressure === "suspend" ? this.outbox.awaitBelowMark() : Effect.void
+  get backpressure(): "suspend" | "drop" | "close" {
+    return this.server.options.backpressure
   }
 
-  sendMessage(message: Message.Message): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    const compressor = this.compressor
-    if (compressor !== undefined && message.data.length >= this.threshold) {
-      // RFC 7692 §6.1: compressed in order; RSV1 on the first frame only.
-      return Effect.flatMap(compressor.compress(message.data), (payload) =>
-        Effect.suspend(() =>
-          this.admit(1, () => this.protocol.sendMessage(message._tag === "Binary", payload, true))
-        ))
-    }
-    return Effect.suspend(() => this.admit(1, () => this.protocol.sendMessage(message._tag === "Binary", message.data)))
+  get hooks(): Hooks {
+    return this.server.hooks
   }
 
-  sendMessages(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    if (this.compressor !== undefined) {
-      return Effect.forEach(messages, (m) => this.sendMessage(Message.toPayload(m)), { discard: true })
-    }
-    return Effect.suspend(() =>
-      this.admit(messages.length, () => {
-        for (let i = 0; i < messages.length; i++) {
-          const m = Message.toPayload(messages[i]!)
-          this.protocol.sendMessage(m._tag === "Binary", m.data)
-        }
-      })
-    )
+  /** Data may be queued until the connection is closed (answers before a held close included). */
+  get canQueue(): boolean {
+    return this.phase !== "Closed"
   }
 
-  sendEncodedFrame(frame: Uint8Array): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    return Effect.suspend(() => this.admit(1, () => this.protocol.sendFrame(frame)))
+  sendEncodedFrame(frame: Uint8Array): Effect.Effect<void, Sending.SendError> {
+    return Effect.suspend(() => Sending.admit(this, 1, () => this.protocol.sendFrame(frame)))
   }
 
   offerFrame(frame: Uint8Array): boolean {
@@ -579,15 +538,6 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     this.outbox.scheduleLate() // a broadcast: one write per subscriber per loop iteration
     this.server.hooks.onMessagesOut?.(1)
     return true
-  }
-
-  ping(payload: Uint8Array | undefined): Effect.Effect<void, ConnectionClosedError> {
-    return Effect.suspend(() => {
-      if (this.phase !== "Open" || this.protocol.state !== "Open") return Effect.fail(this.closedError())
-      this.protocol.sendPing(payload)
-      this.outbox.schedule()
-      return Effect.void
-    })
   }
 
   get bufferedAmount(): number {
@@ -657,15 +607,15 @@ class LiveConnection implements Connection {
     return messages
   }
 
-  send(message: Message.Outgoing): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    return this.session.sendMessage(Message.toPayload(message))
+  send(message: Message.Outgoing): Effect.Effect<void, Sending.SendError> {
+    return Sending.sendMessage(this.session, Message.toPayload(message))
   }
 
-  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
-    return this.session.sendMessages(messages)
+  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, Sending.SendError> {
+    return Sending.sendMessages(this.session, messages)
   }
 
-  sendFrame(frame: Uint8Array): Effect.Effect<void, ConnectionClosedError | MessageDroppedError> {
+  sendFrame(frame: Uint8Array): Effect.Effect<void, Sending.SendError> {
     return this.session.sendEncodedFrame(frame)
   }
 
@@ -674,7 +624,7 @@ class LiveConnection implements Connection {
   }
 
   ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
-    return this.session.ping(payload)
+    return Sending.ping(this.session, payload)
   }
 
   close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
@@ -690,15 +640,5 @@ class LiveConnection implements Connection {
   }
 }
 
-// Bind on first access, so `conn.send` passed detached keeps its `this`.
-for (const name of ["send", "sendAll", "sendFrame", "offerFrame", "ping", "close", "bufferedAmount", "header"] as const) {
-  const method = LiveConnection.prototype[name] as (...args: Array<unknown>) => unknown
-  Object.defineProperty(LiveConnection.prototype, name, {
-    configurable: true,
-    get(this: LiveConnection) {
-      const bound = method.bind(this)
-      Object.defineProperty(this, name, { value: bound, configurable: true, writable: true })
-      return bound
-    }
-  })
-}
+// Bound on first access, so `conn.send` passed detached keeps its `this`.
+bindOnFirstAccess(LiveConnection.prototype, ["send", "sendAll", "sendFrame", "offerFrame", "ping", "close", "bufferedAmount", "header"])

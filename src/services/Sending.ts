@@ -1,0 +1,100 @@
+/**
+ * The send path of a connection, shared by the server's `Session` and the
+ * client's `ClientSession`: messages are encoded by the `Protocol`, queued in
+ * the `Outbox` under the backpressure policy, compressed first when
+ * permessage-deflate was agreed (RFC 7692 §6.1: in order, RSV1 on the first
+ * frame only).
+ *
+ * @example
+ * // inside a driver that implements `Sender`:
+ * send(message) { return Sending.sendMessage(this, Message.toPayload(message)) }
+ */
+import * as Effect from "effect/Effect"
+import * as CloseCode from "../domain/CloseCode.ts"
+import type { Protocol } from "../domain/Protocol.ts"
+import type { Hooks } from "./App.ts"
+import type { Compressor } from "./Compression.ts"
+import { ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import * as Message from "./Message.ts"
+import type { Outbox } from "./Outbox.ts"
+
+/** What the send path needs from a connection driver. */
+export interface Sender {
+  readonly connectionId: number
+  readonly protocol: Protocol
+  readonly outbox: Outbox
+  /** Set when permessage-deflate was agreed: messages of `threshold` bytes or more are compressed. */
+  readonly compressor: Compressor | undefined
+  readonly threshold: number
+  readonly backpressure: "suspend" | "drop" | "close"
+  readonly hooks: Hooks
+  /** The driver's phase still lets frames be queued (the protocol has the last word). */
+  readonly canQueue: boolean
+  readonly startClose: (code: number, reason: string) => void
+}
+
+export type SendError = ConnectionClosedError | MessageDroppedError
+
+/** Built on demand: an error captures a stack trace, too costly to keep per connection. */
+export const closedError = (s: Sender): ConnectionClosedError => new ConnectionClosedError({ connectionId: s.connectionId })
+
+/**
+ * Queue frames (`queue` puts them on the protocol) under the backpressure
+ * policy, judged on what is already buffered (one large message to a fast
+ * peer is fine): "drop" refuses, "close" closes with 1008, "suspend" queues
+ * then waits until the buffer is back under the mark.
+ */
+export const admit = (s: Sender, count: number, queue: () => void): Effect.Effect<void, SendError> => {
+  if (!s.canQueue || !s.protocol.canSend) return Effect.fail(closedError(s))
+  const outbox = s.outbox
+  if (outbox.overMark) {
+    if (s.backpressure === "drop") {
+      s.hooks.onBackpressure?.("drop")
+      return Effect.fail(new MessageDroppedError({ connectionId: s.connectionId, bufferedBytes: outbox.bufferedAmount }))
+    }
+    if (s.backpressure === "close") {
+      s.hooks.onBackpressure?.("close")
+      s.startClose(CloseCode.PolicyViolation, "send buffer full")
+      return Effect.fail(closedError(s))
+    }
+  }
+  queue()
+  outbox.schedule()
+  s.hooks.onMessagesOut?.(count)
+  return outbox.overMark && s.backpressure === "suspend" ? outbox.awaitBelowMark() : Effect.void
+}
+
+/** One data message (compressed first when agreed and large enough). */
+export const sendMessage = (s: Sender, message: Message.Message): Effect.Effect<void, SendError> => {
+  const binary = message._tag === "Binary"
+  const compressor = s.compressor
+  if (compressor !== undefined && message.data.length >= s.threshold) {
+    return Effect.flatMap(compressor.compress(message.data), (payload) =>
+      Effect.suspend(() => admit(s, 1, () => s.protocol.sendMessage(binary, payload, true))))
+  }
+  return Effect.suspend(() => admit(s, 1, () => s.protocol.sendMessage(binary, message.data)))
+}
+
+/** Several messages in one write (one by one through the compressor when it is on). */
+export const sendMessages = (s: Sender, messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, SendError> => {
+  if (s.compressor !== undefined) {
+    return Effect.forEach(messages, (m) => sendMessage(s, Message.toPayload(m)), { discard: true })
+  }
+  return Effect.suspend(() =>
+    admit(s, messages.length, () => {
+      for (let i = 0; i < messages.length; i++) {
+        const m = Message.toPayload(messages[i]!)
+        s.protocol.sendMessage(m._tag === "Binary", m.data)
+      }
+    })
+  )
+}
+
+/** A ping (payload ≤ 125 bytes), while the connection is open. */
+export const ping = (s: Sender, payload: Uint8Array | undefined): Effect.Effect<void, ConnectionClosedError> =>
+  Effect.suspend(() => {
+    if (!s.canQueue || s.protocol.state !== "Open") return Effect.fail(closedError(s))
+    s.protocol.sendPing(payload)
+    s.outbox.schedule()
+    return Effect.void
+  })
