@@ -1,7 +1,7 @@
 /**
  * Bounded slice of the property-based fuzzing of the sans-I/O core (the long
- * run is `npm run fuzz`): a few hundred inputs per property, with a fresh seed
- * each run (printed, and `FUZZ_SEED=<n>` replays it), plus every saved
+ * run is `npm run fuzz`): a few hundred inputs per property, with a fixed seed
+ * (`FUZZ_SEED=random` for a fresh one, printed; `FUZZ_SEED=<n>` replays it), plus every saved
  * counterexample in test/fuzz/regressions/.
  */
 import { describe, expect, it } from "@effect/vitest"
@@ -9,7 +9,13 @@ import fc from "fast-check"
 import { properties, toProperty } from "./properties.ts"
 import * as Regressions from "./Regressions.ts"
 
-const seed = process.env["FUZZ_SEED"] === undefined ? Date.now() ^ (Math.random() * 0x7fffffff) : Number(process.env["FUZZ_SEED"])
+// A fixed seed by default, so `npm test` (and CI) gives the same verdict every run; `npm run fuzz`
+// explores fresh seeds, and FUZZ_SEED=random (or a number) does here too.
+const seed = process.env["FUZZ_SEED"] === undefined
+  ? 20261127
+  : process.env["FUZZ_SEED"] === "random"
+  ? Date.now() ^ (Math.random() * 0x7fffffff)
+  : Number(process.env["FUZZ_SEED"])
 const numRuns = Number(process.env["FUZZ_RUNS"] ?? 300)
 
 describe("fuzz: sans-I/O core", () => {
