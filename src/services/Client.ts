@@ -256,15 +256,20 @@ export type ConnectFailure = HandshakeError | ConnectError | ClientOptionsError
 // ---------------------------------------------------------------------------
 
 const POOL_SIZE = 4096
-let pool = new Uint8Array(0)
-let poolAt = POOL_SIZE
+const pool = new Uint8Array(POOL_SIZE)
+let poolAt = POOL_SIZE // filled on first use: nothing random is drawn at import
+// One 4-byte key handed out again and again: the encoder reads it at once (into the frame header
+// and the masking loop) and never keeps it, so refilling it beats allocating a view per frame.
+const key = new Uint8Array(4)
 const maskKey = (): Uint8Array => {
-  if (poolAt + 4 > pool.length) {
-    // A new pool each time: earlier keys may still be referenced by frames being built.
-    pool = randomFillSync(new Uint8Array(POOL_SIZE))
+  if (poolAt === POOL_SIZE) {
+    randomFillSync(pool)
     poolAt = 0
   }
-  const key = pool.subarray(poolAt, poolAt + 4)
+  key[0] = pool[poolAt]!
+  key[1] = pool[poolAt + 1]!
+  key[2] = pool[poolAt + 2]!
+  key[3] = pool[poolAt + 3]!
   poolAt += 4
   return key
 }
