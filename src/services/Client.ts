@@ -320,7 +320,10 @@ const parseUrl = (url: string | URL): Effect.Effect<Target, ClientOptionsError> 
 // accepted sockets cannot, see NodeIncoming): libuv reads into one reused buffer and each read is
 // copied out at its size, instead of the stream's 'data' path (a 64 KiB allocation per read,
 // Readable bookkeeping and a nextTick per chunk). One buffer serves every socket: each read is
-// copied before the callback returns, and nothing else runs in between.
+// copied before the callback returns, and nothing else runs in between. The trade-off: a full
+// 64 KiB read costs a JS allocation and a copy that Node's native path does not (64 KiB echoes:
+// about 5% more client CPU per message), while small reads save the stream machinery (1 KiB
+// echoes: 12% less).
 let readBuffer: Uint8Array | undefined
 const sharedReadBuffer = (): Uint8Array => (readBuffer ??= new Uint8Array(64 * 1024))
 
