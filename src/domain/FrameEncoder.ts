@@ -130,7 +130,10 @@ export const encodeFrameConcat = (options: FrameOptions, payload: Uint8Array): U
 }
 
 const pushFrame = (out: Array<Uint8Array>, options: FrameOptions, payload: Uint8Array): void => {
-  if (payload.length <= CONCAT_MAX) {
+  // A masked payload is copied whatever its size, so it is copied right behind its header: one
+  // buffer, one plain write instead of a vectored one (a 64 KiB client echo cost 20% more CPU
+  // as header + body through the socket's cork/writev path).
+  if (payload.length <= CONCAT_MAX || options.mask !== undefined) {
     out.push(encodeFrameConcat(options, payload))
   } else {
     const [header, body] = encodeFrame(options, payload)
@@ -143,8 +146,8 @@ const pushFrame = (out: Array<Uint8Array>, options: FrameOptions, payload: Uint8
  * `fragmentSize`, payloads longer than it are split into fragments (RFC 6455
  * §5.4): Text/Binary with FIN = 0, Continuation frames, the last with FIN = 1;
  * RSV1 (`compressed`) only on the first. `maskSource` gives a fresh 4-byte key
- * per frame (client role). Small frames come as one buffer each, large ones
- * as header + payload (the caller's bytes, untouched, when unmasked). The
+ * per frame (client role). Small and masked frames come as one buffer each,
+ * large unmasked ones as header + payload (the caller's bytes, untouched). The
  * frames are appended to `out` when given (no intermediate array).
  *
  * @example
