@@ -61,7 +61,8 @@ export class Inbox {
   private bytes = 0
   private ended = false
   private full = false
-  private waiter: ((batch: Array<Pending> | undefined) => void) | undefined = undefined
+  /** The waiting pull's `resume` itself (no closure per pull): what it gets is decided here. */
+  private waiter: ((next: Effect.Effect<Batch, Cause.Done>) => void) | undefined = undefined
   private readonly options: InboxOptions
   private readonly compressor: Compressor | undefined
   private readonly owner: InboxOwner
@@ -78,7 +79,7 @@ export class Inbox {
     if (this.waiter !== undefined && this.items.length === 0 && this.compressor === undefined) {
       const take = this.waiter
       this.waiter = undefined
-      return take(batch)
+      return take(this.deliver(batch))
     }
     for (let i = 0; i < batch.length; i++) {
       this.items.push(batch[i]!)
@@ -87,7 +88,7 @@ export class Inbox {
     if (this.waiter !== undefined) {
       const take = this.waiter
       this.waiter = undefined
-      return take(undefined)
+      return take(this.take())
     }
     if (!this.full && (this.items.length >= this.options.capacity || this.bytes >= this.options.highWaterMark)) {
       this.full = true
@@ -102,7 +103,8 @@ export class Inbox {
     if (this.waiter !== undefined && this.items.length === 0) {
       const take = this.waiter
       this.waiter = undefined
-      take(undefined)
+      this.owner.onCaughtUp()
+      take(Cause.done())
     }
   }
 
@@ -125,12 +127,7 @@ export class Inbox {
       this.owner.onCaughtUp()
       return resume(Cause.done())
     }
-    this.waiter = (batch) => {
-      if (batch !== undefined) return resume(this.deliver(batch))
-      if (this.items.length > 0) return resume(this.take())
-      this.owner.onCaughtUp()
-      resume(Cause.done())
-    }
+    this.waiter = resume
     return clearWaiter
   })
     const clearWaiter = Effect.sync(() => {
