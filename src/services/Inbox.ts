@@ -56,8 +56,11 @@ export interface InboxOptions {
   readonly maxMessageSize: number
 }
 
+const NO_ITEMS: Array<Pending> = []
+
 export class Inbox {
-  private items: Array<Pending> = []
+  // Shared and empty while nothing waits (see push): an idle connection holds no array of its own.
+  private items: Array<Pending> = NO_ITEMS
   private bytes = 0
   private ended = false
   private full = false
@@ -81,6 +84,7 @@ export class Inbox {
       this.waiter = undefined
       return take(this.deliver(batch))
     }
+    if (this.items === NO_ITEMS) this.items = []
     for (let i = 0; i < batch.length; i++) {
       this.items.push(batch[i]!)
       this.bytes += batch[i]!.data.length
@@ -110,7 +114,7 @@ export class Inbox {
 
   /** Drop what is queued (the connection failed; nothing more is delivered). */
   clear(): void {
-    this.items = []
+    this.items = NO_ITEMS
     this.bytes = 0
     this.end()
   }
@@ -152,7 +156,7 @@ export class Inbox {
   private take(): Effect.Effect<Batch, Cause.Done> {
     if (this.compressor === undefined) {
       const batch = this.items
-      this.items = []
+      this.items = NO_ITEMS
       this.bytes = 0
       return this.deliver(batch)
     }
