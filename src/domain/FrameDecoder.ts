@@ -120,9 +120,28 @@ export class Decoder {
       this.available += chunk.length
     }
     const events: Array<DecoderEvent> = []
-    const error = run(this, events)
+    const error = run(this, events, undefined)
     if (error !== undefined) finish(this)
     return { events, error }
+  }
+
+  /**
+   * {@link feed} for the per-chunk hot path: data messages go to `sink` as
+   * they complete (no event object, events array or result per chunk);
+   * control frames are pushed to `control`. Returns the first violation.
+   *
+   * @example
+   * const error = decoder.feedTo(chunk, sink, control)
+   */
+  feedTo(chunk: Uint8Array, sink: MessageSink, control: Array<DecoderEvent>): ProtocolError | undefined {
+    if (this.finished) return undefined
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.available += chunk.length
+    }
+    const error = run(this, control, sink)
+    if (error !== undefined) finish(this)
+    return error
   }
 
   /**
@@ -142,12 +161,27 @@ type DecoderState = Decoder
  * @example
  * const decoder = make({ role: "server", maxMessageSize: 1 << 20 })
  */
-export const make = (options?: Partial<DecoderOptions>): Decoder =>
-  new Decoder(options === undefined ? defaultDecoderOptions : {
-    role: options.role ?? defaultDecoderOptions.role,
-    maxMessageSize: options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize,
-    allowRsv1: options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
-  })
+export const make = (options?: Partial<DecoderOptions>): Decoder => {
+  if (options === undefined) return new Decoder(defaultDecoderOptions)
+  const role = options.role ?? defaultDecoderOptions.role
+  const maxMessageSize = options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize
+  const allowRsv1 = options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
+  // A server makes every decoder with the same options: they share one object instead of
+  // holding a copy each (48 bytes per idle connection).
+  const last = lastOptions
+  if (last.role === role && last.maxMessageSize === maxMessageSize && last.allowRsv1 === allowRsv1) {
+    return new Decoder(last)
+  }
+  return new Decoder(lastOptions = { role, maxMessageSize, allowRsv1 })
+}
+
+let lastOptions: DecoderOptions = defaultDecoderOptions
+
+/** Where {@link Decoder.feedTo} hands data messages, in wire order. */
+export interface MessageSink {
+  /** `compressed`: RSV1 was set, `data` is deflated and text is not UTF-8 checked yet. */
+  readonly receivedMessage: (binary: boolean, data: Uint8Array, compressed: boolean) => void
+}
 
 export interface FeedResult {
   /** In wire order; events decoded before an error in the same chunk are included. */
@@ -262,7 +296,8 @@ const onPayload = (
   s: DecoderState,
   payload: Uint8Array,
   checked: boolean,
-  events: Array<DecoderEvent>
+  events: Array<DecoderEvent>,
+  sink: MessageSink | undefined
 ): ProtocolError | undefined => {
   const opcode = s.opcode
   if (opcode >= Opcode.Close) {
@@ -288,7 +323,8 @@ const onPayload = (
       s.utf8 = Utf8.UTF8_ACCEPT
       if (!ok) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
     }
-    events.push({ _tag: "Message", binary: !text, data: payload, compressed })
+    if (sink !== undefined) sink.receivedMessage(!text, payload, compressed)
+    else events.push({ _tag: "Message", binary: !text, data: payload, compressed })
     return undefined
   }
   if (text && !compressed && !checked) {
@@ -317,7 +353,8 @@ const onPayload = (
   s.messageLength = 0
   s.messageOpcode = 0
   s.utf8 = Utf8.UTF8_ACCEPT
-  events.push({ _tag: "Message", binary: !text, data, compressed })
+  if (sink !== undefined) sink.receivedMessage(!text, data, compressed)
+  else events.push({ _tag: "Message", binary: !text, data, compressed })
   return undefined
 }
 
@@ -459,7 +496,7 @@ const readHeader = (s: DecoderState): ProtocolError | boolean => {
 
 // Parse frames out of the pending chunks until input runs out, a Close frame,
 // or an error.
-const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | undefined => {
+const run = (s: DecoderState, events: Array<DecoderEvent>, sink: MessageSink | undefined): ProtocolError | undefined => {
   for (;;) {
     let payload: Uint8Array
     let checked = false
@@ -515,7 +552,7 @@ const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | unde
       }
       s.awaitingPayload = false
     }
-    const error = onPayload(s, payload, checked, events)
+    const error = onPayload(s, payload, checked, events, sink)
     if (error !== undefined) return error
     if (s.finished) return undefined
   }
