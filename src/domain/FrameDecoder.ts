@@ -120,28 +120,9 @@ export class Decoder {
       this.available += chunk.length
     }
     const events: Array<DecoderEvent> = []
-    const error = run(this, events, undefined)
+    const error = run(this, events)
     if (error !== undefined) finish(this)
     return { events, error }
-  }
-
-  /**
-   * {@link feed} for the per-chunk hot path: data messages go to `sink` as
-   * they complete (no event object, events array or result per chunk);
-   * control frames are pushed to `control`. Returns the first violation.
-   *
-   * @example
-   * const error = decoder.feedTo(chunk, sink, control)
-   */
-  feedTo(chunk: Uint8Array, sink: MessageSink, control: Array<DecoderEvent>): ProtocolError | undefined {
-    if (this.finished) return undefined
-    if (chunk.length > 0) {
-      this.chunks.push(chunk)
-      this.available += chunk.length
-    }
-    const error = run(this, control, sink)
-    if (error !== undefined) finish(this)
-    return error
   }
 
   /**
@@ -176,12 +157,6 @@ export const make = (options?: Partial<DecoderOptions>): Decoder => {
 }
 
 let lastOptions: DecoderOptions = defaultDecoderOptions
-
-/** Where {@link Decoder.feedTo} hands data messages, in wire order. */
-export interface MessageSink {
-  /** `compressed`: RSV1 was set, `data` is deflated and text is not UTF-8 checked yet. */
-  readonly receivedMessage: (binary: boolean, data: Uint8Array, compressed: boolean) => void
-}
 
 export interface FeedResult {
   /** In wire order; events decoded before an error in the same chunk are included. */
@@ -296,8 +271,7 @@ const onPayload = (
   s: DecoderState,
   payload: Uint8Array,
   checked: boolean,
-  events: Array<DecoderEvent>,
-  sink: MessageSink | undefined
+  events: Array<DecoderEvent>
 ): ProtocolError | undefined => {
   const opcode = s.opcode
   if (opcode >= Opcode.Close) {
@@ -323,8 +297,7 @@ const onPayload = (
       s.utf8 = Utf8.UTF8_ACCEPT
       if (!ok) return protocolError("InvalidUtf8", "invalid UTF-8 in text message")
     }
-    if (sink !== undefined) sink.receivedMessage(!text, payload, compressed)
-    else events.push({ _tag: "Message", binary: !text, data: payload, compressed })
+    events.push({ _tag: "Message", binary: !text, data: payload, compressed })
     return undefined
   }
   if (text && !compressed && !checked) {
@@ -353,8 +326,7 @@ const onPayload = (
   s.messageLength = 0
   s.messageOpcode = 0
   s.utf8 = Utf8.UTF8_ACCEPT
-  if (sink !== undefined) sink.receivedMessage(!text, data, compressed)
-  else events.push({ _tag: "Message", binary: !text, data, compressed })
+  events.push({ _tag: "Message", binary: !text, data, compressed })
   return undefined
 }
 
@@ -496,7 +468,7 @@ const readHeader = (s: DecoderState): ProtocolError | boolean => {
 
 // Parse frames out of the pending chunks until input runs out, a Close frame,
 // or an error.
-const run = (s: DecoderState, events: Array<DecoderEvent>, sink: MessageSink | undefined): ProtocolError | undefined => {
+const run = (s: DecoderState, events: Array<DecoderEvent>): ProtocolError | undefined => {
   for (;;) {
     let payload: Uint8Array
     let checked = false
@@ -552,7 +524,7 @@ const run = (s: DecoderState, events: Array<DecoderEvent>, sink: MessageSink | u
       }
       s.awaitingPayload = false
     }
-    const error = onPayload(s, payload, checked, events, sink)
+    const error = onPayload(s, payload, checked, events)
     if (error !== undefined) return error
     if (s.finished) return undefined
   }

@@ -71,8 +71,6 @@ export interface ProtocolOptions {
 }
 
 const NO_EVENTS: ReadonlyArray<Event> = Object.freeze([])
-const controlEvents: Array<Event> = []
-const dropMessages: FrameDecoder.MessageSink = { receivedMessage: () => {} }
 const NO_DATA: Array<Uint8Array> = []
 // `output` while nothing is queued: never pushed to (see `queue()`), so an idle connection holds no array.
 const NO_OUTPUT: Array<Uint8Array> = []
@@ -136,33 +134,6 @@ export class Protocol {
     const decoded = this.decoder.feed(chunk)
     // After our close frame, data is dropped: it can no longer be answered.
     const events = this.closeSent === undefined ? decoded.events : decoded.events.filter((e) => e._tag !== "Message")
-    this.answerControl(events)
-    this.afterFeed(decoded.error)
-    return events
-  }
-
-  /**
-   * {@link receiveData} for the per-chunk hot path: data messages go to `sink`
-   * as they complete (dropped after our close frame), with no event objects
-   * or arrays per chunk. The same rules apply.
-   *
-   * @example
-   * protocol.receiveTo(chunk, { receivedMessage: (binary, data, compressed) => queue(binary, data, compressed) })
-   */
-  receiveTo(chunk: Uint8Array, sink: FrameDecoder.MessageSink): void {
-    if (this.discarding || this.state === "Closed") return
-    this.bytesReceived += chunk.length
-    // Control frames are rare: one shared array, emptied before and after (this is synchronous).
-    const control = controlEvents
-    control.length = 0
-    // After our close frame, data is dropped: it can no longer be answered.
-    const error = this.decoder.feedTo(chunk, this.closeSent === undefined ? sink : dropMessages, control)
-    this.answerControl(control)
-    control.length = 0
-    this.afterFeed(error)
-  }
-
-  private answerControl(events: ReadonlyArray<Event>): void {
     for (let i = 0; i < events.length; i++) {
       const event = events[i]!
       if (event._tag === "Ping") {
@@ -173,11 +144,10 @@ export class Protocol {
       }
       // Messages go to the application; unsolicited pongs are allowed (§5.5.3).
     }
-  }
-
-  private afterFeed(error: ProtocolError | undefined): void {
+    const error = decoded.error
     if (error !== undefined) this.fail(error)
     else if (this.closeReceived !== undefined) this.discarding = true // §5.5.1: nothing after a close frame
+    return events
   }
 
   /** The peer closed its side of the TCP connection (or it dropped). */

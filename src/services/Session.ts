@@ -28,7 +28,6 @@ import type * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as Handshake from "../domain/Handshake.ts"
-import type { MessageSink } from "../domain/FrameDecoder.ts"
 import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Accept, ConnectionHandle, Hooks, Peer } from "./App.ts"
@@ -72,15 +71,9 @@ const emptyParams: Readonly<Record<string, never>> = Object.freeze({})
 const NO_BYTES: Array<Uint8Array> = []
 let nextConnectionId = 1
 
-// The messages of the chunk being read. Reads are synchronous and never nested, so one
-// module-level slot serves every session (no field per connection, no array per empty read).
-let readBatch: Array<Pending> | undefined = undefined
-
 const afterHandler = (session: Session) => (exit: Exit.Exit<void, unknown>) => session.onHandlerExit(exit)
 
-export class Session
-  implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner, Sending.Sender, MessageSink
-{
+export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, LivenessOwner, Sending.Sender {
   phase: Phase = "Head"
   readonly incoming: Incoming
   readonly server: ServerContext
@@ -316,11 +309,19 @@ export class Session
 
   private receive(chunk: Uint8Array): void {
     const protocol = this.protocol
-    readBatch = undefined
-    protocol.receiveTo(chunk, this)
-    // (TypeScript cannot see that receiveTo set it.)
-    const batch = readBatch as Array<Pending> | undefined
-    readBatch = undefined
+    const events = protocol.receiveData(chunk)
+    let batch: Array<Pending> | undefined
+    for (let i = 0; i < events.length; i++) {
+      const event = events[i]!
+      if (event._tag !== "Message") continue
+      const m = event.compressed
+        ? new Compressed(event.binary, event.data)
+        : event.binary
+        ? new Message.BinaryMessage(event.data)
+        : Message.textFromUtf8(event.data)
+      if (batch === undefined) batch = [m]
+      else batch.push(m)
+    }
     if (batch !== undefined) {
       this.liveness?.onMessages()
       const onMessagesIn = this.server.hooks.onMessagesIn
@@ -333,17 +334,6 @@ export class Session
     }
     if (protocol.bufferedBytes > 0) this.outbox.schedule() // pongs
     if (protocol.failure !== undefined || protocol.closeReceived !== undefined) this.settle("done")
-  }
-
-  /** A data message of the chunk being read (`MessageSink`, called from `receive` only). */
-  receivedMessage(binary: boolean, data: Uint8Array, compressed: boolean): void {
-    const m = compressed
-      ? new Compressed(binary, data)
-      : binary
-      ? new Message.BinaryMessage(data)
-      : Message.textFromUtf8(data)
-    if (readBatch === undefined) readBatch = [m]
-    else readBatch.push(m)
   }
 
   // Reading pauses for two reasons: the handler is behind, or the peer does not read.
