@@ -60,6 +60,9 @@ export type DecoderEvent =
  * const decoder = FrameDecoder.make({ role: "server", maxMessageSize: 1 << 20 })
  * const { events, error } = decoder.feed(bytesFromSocket)
  */
+// Never pushed to (see fragmentsOf): every decoder starts with and returns to this one.
+const NO_FRAGMENTS: Array<Uint8Array> = []
+
 export class Decoder {
   readonly options: DecoderOptions
   /** Unconsumed input; reading starts at `offset` in `chunks[0]`. */
@@ -88,7 +91,8 @@ export class Decoder {
   /** Fragmented data message in progress: its first opcode, or 0 for none. */
   messageOpcode = 0
   messageCompressed = false
-  fragments: Array<Uint8Array> = []
+  /** Shared and empty until a fragmented message needs its own (most connections never do). */
+  fragments: Array<Uint8Array> = NO_FRAGMENTS
   /** Small fragments of the current message, copied together (see addFragment). */
   small: Uint8Array | undefined = undefined
   smallLength = 0
@@ -138,12 +142,21 @@ type DecoderState = Decoder
  * @example
  * const decoder = make({ role: "server", maxMessageSize: 1 << 20 })
  */
-export const make = (options?: Partial<DecoderOptions>): Decoder =>
-  new Decoder(options === undefined ? defaultDecoderOptions : {
-    role: options.role ?? defaultDecoderOptions.role,
-    maxMessageSize: options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize,
-    allowRsv1: options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
-  })
+export const make = (options?: Partial<DecoderOptions>): Decoder => {
+  if (options === undefined) return new Decoder(defaultDecoderOptions)
+  const role = options.role ?? defaultDecoderOptions.role
+  const maxMessageSize = options.maxMessageSize ?? defaultDecoderOptions.maxMessageSize
+  const allowRsv1 = options.allowRsv1 ?? defaultDecoderOptions.allowRsv1
+  // A server makes every decoder with the same options: they share one object instead of
+  // holding a copy each (48 bytes per idle connection).
+  const last = lastOptions
+  if (last.role === role && last.maxMessageSize === maxMessageSize && last.allowRsv1 === allowRsv1) {
+    return new Decoder(last)
+  }
+  return new Decoder(lastOptions = { role, maxMessageSize, allowRsv1 })
+}
+
+let lastOptions: DecoderOptions = defaultDecoderOptions
 
 export interface FeedResult {
   /** In wire order; events decoded before an error in the same chunk are included. */
@@ -309,7 +322,7 @@ const onPayload = (
     : fragments.length === 1
     ? fragments[0]!
     : concat(fragments, s.messageLength)
-  s.fragments = []
+  s.fragments = NO_FRAGMENTS
   s.messageLength = 0
   s.messageOpcode = 0
   s.utf8 = Utf8.UTF8_ACCEPT
@@ -322,10 +335,13 @@ const onPayload = (
 // costs at most about twice its size whatever its fragmentation.
 const SMALL_FRAGMENT = 4096
 
+const fragmentsOf = (s: DecoderState): Array<Uint8Array> =>
+  s.fragments === NO_FRAGMENTS ? (s.fragments = []) : s.fragments
+
 const addFragment = (s: DecoderState, payload: Uint8Array): void => {
   if (payload.length >= SMALL_FRAGMENT) {
     flushSmall(s)
-    s.fragments.push(payload)
+    fragmentsOf(s).push(payload)
     return
   }
   let acc = s.small
@@ -340,7 +356,7 @@ const addFragment = (s: DecoderState, payload: Uint8Array): void => {
 
 const flushSmall = (s: DecoderState): void => {
   if (s.small === undefined) return
-  s.fragments.push(s.small.subarray(0, s.smallLength))
+  fragmentsOf(s).push(s.small.subarray(0, s.smallLength))
   s.small = undefined
   s.smallLength = 0
 }
@@ -354,7 +370,7 @@ const finish = (s: DecoderState): void => {
   s.available = 0
   s.partial = undefined
   s.partialFilled = 0
-  s.fragments = []
+  s.fragments = NO_FRAGMENTS
   s.messageLength = 0
 }
 

@@ -72,6 +72,8 @@ export interface ProtocolOptions {
 
 const NO_EVENTS: ReadonlyArray<Event> = Object.freeze([])
 const NO_DATA: Array<Uint8Array> = []
+// `output` while nothing is queued: never pushed to (see `queue()`), so an idle connection holds no array.
+const NO_OUTPUT: Array<Uint8Array> = []
 
 export class Protocol {
   readonly role: Role
@@ -94,7 +96,7 @@ export class Protocol {
   private readonly maskKey: (() => Uint8Array) | undefined
   private readonly holdClose: boolean
   private readonly autoPong: boolean
-  private output: Array<Uint8Array> = []
+  private output: Array<Uint8Array> = NO_OUTPUT
   private heldClose: Uint8Array | undefined = undefined
   private discarding = false
   private eof = false
@@ -183,15 +185,16 @@ export class Protocol {
    */
   sendMessage(binary: boolean, payload: Uint8Array, compressed = false): boolean {
     if (!this.canSend) return false
-    const before = this.output.length
+    const output = this.queue()
+    const before = output.length
     FrameEncoder.encodeMessage({
       binary,
       payload,
       compressed,
       fragmentSize: this.fragmentSize,
       maskSource: this.maskKey
-    }, this.output)
-    for (let i = before; i < this.output.length; i++) this.bufferedBytes += this.output[i]!.length
+    }, output)
+    for (let i = before; i < output.length; i++) this.bufferedBytes += output[i]!.length
     return true
   }
 
@@ -293,7 +296,7 @@ export class Protocol {
   dataToSend(): Array<Uint8Array> {
     if (this.output.length === 0) return NO_DATA
     const out = this.output
-    this.output = []
+    this.output = NO_OUTPUT
     this.bufferedBytes = 0
     return out
   }
@@ -341,8 +344,12 @@ export class Protocol {
 
   // ---------------------------------------------------------------- internals
 
+  private queue(): Array<Uint8Array> {
+    return this.output === NO_OUTPUT ? (this.output = []) : this.output
+  }
+
   private push(frame: Uint8Array): void {
-    this.output.push(frame)
+    this.queue().push(frame)
     this.bufferedBytes += frame.length
   }
 

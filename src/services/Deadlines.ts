@@ -23,16 +23,32 @@ export interface Deadline {
 /** A deadline that never fires: the initial value of a slot. */
 export const none: Deadline = { cancel: () => {} }
 
+/**
+ * An object that owns several deadlines: called with the `tag` it gave, so a
+ * per-connection owner needs no closure per kind of deadline.
+ */
+export interface Expiring {
+  readonly expire: (tag: number) => void
+}
+
 // The entry is its own cancel handle: no closure per deadline.
 class Entry implements Deadline {
   readonly at: number
-  onExpire: (() => void) | undefined
-  constructor(at: number, onExpire: () => void) {
+  onExpire: (() => void) | Expiring | undefined
+  readonly tag: number
+  constructor(at: number, onExpire: (() => void) | Expiring, tag: number) {
     this.at = at
     this.onExpire = onExpire
+    this.tag = tag
   }
   cancel(): void {
     this.onExpire = undefined
+  }
+  fire(): void {
+    const expire = this.onExpire
+    this.onExpire = undefined
+    if (typeof expire === "function") expire()
+    else if (expire !== undefined) expire.expire(this.tag)
   }
 }
 
@@ -44,14 +60,17 @@ interface Lane {
 }
 
 export interface Deadlines {
-  /** Call `onExpire` after `delayMs` (on the Clock) unless the returned function is called first. */
-  readonly add: (delayMs: number, onExpire: () => void) => Deadline
+  /**
+   * Call `onExpire` after `delayMs` (on the Clock) unless the returned function
+   * is called first; an `Expiring` is called with `tag`.
+   */
+  readonly add: (delayMs: number, onExpire: (() => void) | Expiring, tag?: number) => Deadline
   /**
    * Call `onExpire` at the Clock time `atMs`, for deadlines that do not come in
    * the order they are set (an idle timeout moved by the last message). A heap,
    * so use `add` when every deadline of a kind has the same duration.
    */
-  readonly addAt: (atMs: number, onExpire: () => void) => Deadline
+  readonly addAt: (atMs: number, onExpire: (() => void) | Expiring, tag?: number) => Deadline
   /** Wait for `register`'s `done`, or at most `delayMs`, which completes with `timeout`. */
   readonly within: <A>(delayMs: number, register: (done: (a: A) => void) => (() => void) | void, timeout: A) => Effect.Effect<A>
 }
@@ -86,9 +105,7 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
       const wait = entry.at - clock.currentTimeMillisUnsafe()
       if (wait > 0) return yield* Effect.sleep(wait)
       lane.head++
-      const expire = entry.onExpire
-      entry.onExpire = undefined
-      expire?.()
+      entry.fire()
     }))
 
   const laneFor = (delayMs: number): Lane => {
@@ -103,9 +120,9 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
     return lane
   }
 
-  const add = (delayMs: number, onExpire: () => void): Deadline => {
+  const add = (delayMs: number, onExpire: (() => void) | Expiring, tag = 0): Deadline => {
     const lane = laneFor(delayMs)
-    const entry = new Entry(clock.currentTimeMillisUnsafe() + delayMs, onExpire)
+    const entry = new Entry(clock.currentTimeMillisUnsafe() + delayMs, onExpire, tag)
     lane.entries.push(entry)
     if (lane.wake !== undefined) {
       const wake = lane.wake
@@ -160,17 +177,14 @@ export const make: Effect.Effect<Deadlines, never, Scope.Scope> = Effect.gen(fun
     if (heap.length === 0) return yield* awaitHeapWake
     const wait = heap[0]!.at - clock.currentTimeMillisUnsafe()
     if (wait > 0) return yield* Effect.raceFirst(Effect.sleep(wait), awaitHeapWake)
-    const entry = popTop()
-    const expire = entry.onExpire
-    entry.onExpire = undefined
-    expire?.()
+    popTop().fire()
   }))
-  const addAt = (atMs: number, onExpire: () => void): Deadline => {
+  const addAt = (atMs: number, onExpire: (() => void) | Expiring, tag = 0): Deadline => {
     if (!heapStarted) {
       heapStarted = true
       Effect.runForkWith(context)(Effect.forkIn(runHeap, scope))
     }
-    const entry = new Entry(atMs, onExpire)
+    const entry = new Entry(atMs, onExpire, tag)
     heap.push(entry)
     siftUp(heap.length - 1)
     if (heap[0] === entry && heapWake !== undefined) {

@@ -56,12 +56,16 @@ export interface InboxOptions {
   readonly maxMessageSize: number
 }
 
+const NO_ITEMS: Array<Pending> = []
+
 export class Inbox {
-  private items: Array<Pending> = []
+  // Shared and empty while nothing waits (see push): an idle connection holds no array of its own.
+  private items: Array<Pending> = NO_ITEMS
   private bytes = 0
   private ended = false
   private full = false
-  private waiter: ((batch: Array<Pending> | undefined) => void) | undefined = undefined
+  /** The waiting pull's `resume` itself (no closure per pull): what it gets is decided here. */
+  private waiter: ((next: Effect.Effect<Batch, Cause.Done>) => void) | undefined = undefined
   private readonly options: InboxOptions
   private readonly compressor: Compressor | undefined
   private readonly owner: InboxOwner
@@ -78,8 +82,9 @@ export class Inbox {
     if (this.waiter !== undefined && this.items.length === 0 && this.compressor === undefined) {
       const take = this.waiter
       this.waiter = undefined
-      return take(batch)
+      return take(this.deliver(batch))
     }
+    if (this.items === NO_ITEMS) this.items = []
     for (let i = 0; i < batch.length; i++) {
       this.items.push(batch[i]!)
       this.bytes += batch[i]!.data.length
@@ -87,7 +92,7 @@ export class Inbox {
     if (this.waiter !== undefined) {
       const take = this.waiter
       this.waiter = undefined
-      return take(undefined)
+      return take(this.take())
     }
     if (!this.full && (this.items.length >= this.options.capacity || this.bytes >= this.options.highWaterMark)) {
       this.full = true
@@ -102,13 +107,14 @@ export class Inbox {
     if (this.waiter !== undefined && this.items.length === 0) {
       const take = this.waiter
       this.waiter = undefined
-      take(undefined)
+      this.owner.onCaughtUp()
+      take(Cause.done())
     }
   }
 
   /** Drop what is queued (the connection failed; nothing more is delivered). */
   clear(): void {
-    this.items = []
+    this.items = NO_ITEMS
     this.bytes = 0
     this.end()
   }
@@ -125,12 +131,7 @@ export class Inbox {
       this.owner.onCaughtUp()
       return resume(Cause.done())
     }
-    this.waiter = (batch) => {
-      if (batch !== undefined) return resume(this.deliver(batch))
-      if (this.items.length > 0) return resume(this.take())
-      this.owner.onCaughtUp()
-      resume(Cause.done())
-    }
+    this.waiter = resume
     return clearWaiter
   })
     const clearWaiter = Effect.sync(() => {
@@ -155,7 +156,7 @@ export class Inbox {
   private take(): Effect.Effect<Batch, Cause.Done> {
     if (this.compressor === undefined) {
       const batch = this.items
-      this.items = []
+      this.items = NO_ITEMS
       this.bytes = 0
       return this.deliver(batch)
     }

@@ -25,7 +25,10 @@ export interface LivenessOwner {
   readonly onIdleTimeout: () => void
 }
 
-const noop = () => {}
+// Which deadline expired (see `expire`).
+const TICK = 0
+const CHECK = 1
+const IDLE = 2
 
 export interface LivenessOptions {
   readonly heartbeatIntervalMs: number
@@ -33,8 +36,7 @@ export interface LivenessOptions {
   readonly idleTimeoutMs: number
 }
 
-
-export class Liveness {
+export class Liveness implements Deadlines.Expiring {
   private readonly owner: LivenessOwner
   private readonly deadlines: Deadlines.Deadlines
   private readonly clock: Clock.Clock
@@ -45,10 +47,6 @@ export class Liveness {
   private nextTick: Deadlines.Deadline = Deadlines.none
   private nextCheck: Deadlines.Deadline = Deadlines.none
   private nextIdle: Deadlines.Deadline = Deadlines.none
-  // Bound once per connection (not per deadline), and only for what is enabled.
-  private onTick: () => void = noop
-  private onCheck: () => void = noop
-  private onIdle: () => void = noop
 
   constructor(owner: LivenessOwner, deadlines: Deadlines.Deadlines, clock: Clock.Clock, options: LivenessOptions) {
     this.owner = owner
@@ -59,15 +57,19 @@ export class Liveness {
 
   start(): void {
     if (this.options.heartbeatIntervalMs > 0) {
-      this.onTick = () => this.tick()
-      this.onCheck = () => this.check()
-      this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this.onTick)
+      this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this, TICK)
     }
     if (this.options.idleTimeoutMs > 0) {
       this.lastMessageAt = this.clock.currentTimeMillisUnsafe()
-      this.onIdle = () => this.checkIdle()
-      this.nextIdle = this.deadlines.add(this.options.idleTimeoutMs, this.onIdle)
+      this.nextIdle = this.deadlines.add(this.options.idleTimeoutMs, this, IDLE)
     }
+  }
+
+  /** A deadline of ours expired (`Deadlines.Expiring`: no closure per kind per connection). */
+  expire(tag: number): void {
+    if (tag === TICK) this.tick()
+    else if (tag === CHECK) this.check()
+    else this.checkIdle()
   }
 
   /** Data messages arrived (once per read batch). */
@@ -88,8 +90,8 @@ export class Liveness {
     this.owner.sendHeartbeat()
     // The answer is awaited at most until the next ping.
     const timeout = Math.min(this.options.heartbeatTimeoutMs, this.options.heartbeatIntervalMs)
-    this.nextCheck = this.deadlines.add(timeout, this.onCheck)
-    this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this.onTick)
+    this.nextCheck = this.deadlines.add(timeout, this, CHECK)
+    this.nextTick = this.deadlines.add(this.options.heartbeatIntervalMs, this, TICK)
   }
 
   private check(): void {
@@ -102,6 +104,6 @@ export class Liveness {
     const due = this.lastMessageAt + this.options.idleTimeoutMs
     if (due <= this.clock.currentTimeMillisUnsafe()) return this.owner.onIdleTimeout()
     // A message moved the deadline: wait for the new one exactly.
-    this.nextIdle = this.deadlines.addAt(due, this.onIdle)
+    this.nextIdle = this.deadlines.addAt(due, this, IDLE)
   }
 }

@@ -45,6 +45,15 @@ export const closedError = (s: Sender): ConnectionClosedError => new ConnectionC
  * then waits until the buffer is back under the mark.
  */
 export const admit = (s: Sender, count: number, queue: () => void): Effect.Effect<void, SendError> => {
+  const refused = refusal(s)
+  if (refused !== undefined) return refused
+  queue()
+  return queued(s, count)
+}
+
+// `admit` in two halves around the queueing, so the hot senders below queue inline instead of
+// allocating a closure per send. The policy check, before anything is queued:
+const refusal = (s: Sender): Effect.Effect<never, SendError> | undefined => {
   if (!s.canQueue || !s.protocol.canSend) return Effect.fail(closedError(s))
   const outbox = s.outbox
   if (outbox.overMark) {
@@ -58,7 +67,12 @@ export const admit = (s: Sender, count: number, queue: () => void): Effect.Effec
       return Effect.fail(closedError(s))
     }
   }
-  queue()
+  return undefined
+}
+
+// ...and after: flush this turn, count, and wait under "suspend" if now over the mark.
+const queued = (s: Sender, count: number): Effect.Effect<void> => {
+  const outbox = s.outbox
   outbox.schedule()
   s.hooks.onMessagesOut?.(count)
   return outbox.overMark && s.backpressure === "suspend" ? outbox.awaitBelowMark() : Effect.void
@@ -72,7 +86,12 @@ export const sendMessage = (s: Sender, message: Message.Message): Effect.Effect<
     return Effect.flatMap(compressor.compress(message.data), (payload) =>
       Effect.suspend(() => admit(s, 1, () => s.protocol.sendMessage(binary, payload, true))))
   }
-  return Effect.suspend(() => admit(s, 1, () => s.protocol.sendMessage(binary, message.data)))
+  return Effect.suspend(() => {
+    const refused = refusal(s)
+    if (refused !== undefined) return refused
+    s.protocol.sendMessage(binary, message.data)
+    return queued(s, 1)
+  })
 }
 
 /** Several messages in one write (one by one through the compressor when it is on). */
@@ -80,14 +99,15 @@ export const sendMessages = (s: Sender, messages: ReadonlyArray<Message.Outgoing
   if (s.compressor !== undefined) {
     return Effect.forEach(messages, (m) => sendMessage(s, Message.toPayload(m)), { discard: true })
   }
-  return Effect.suspend(() =>
-    admit(s, messages.length, () => {
-      for (let i = 0; i < messages.length; i++) {
-        const m = Message.toPayload(messages[i]!)
-        s.protocol.sendMessage(m._tag === "Binary", m.data)
-      }
-    })
-  )
+  return Effect.suspend(() => {
+    const refused = refusal(s)
+    if (refused !== undefined) return refused
+    for (let i = 0; i < messages.length; i++) {
+      const m = Message.toPayload(messages[i]!)
+      s.protocol.sendMessage(m._tag === "Binary", m.data)
+    }
+    return queued(s, messages.length)
+  })
 }
 
 /** A ping (payload ≤ 125 bytes), while the connection is open. */
