@@ -19,19 +19,16 @@
  * the bounded `Inbox` for whoever pulls `messages` (the socket is paused while
  * it is full), and they stay readable after the connection closed.
  */
-import * as Cause from "effect/Cause"
 import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Stream from "effect/Stream"
-import * as CloseCode from "../domain/CloseCode.ts"
 import * as Handshake from "../domain/Handshake.ts"
 import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Compressor } from "./Compression.ts"
 import type { Hooks } from "./App.ts"
-import { bindOnFirstAccess, type Connection, type ConnectionClosedError } from "./Connection.ts"
+import { bindOnFirstAccess, type Connection } from "./Connection.ts"
 import * as Deadlines from "./Deadlines.ts"
-import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
+import { Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import { Outbox, type OutboxOwner } from "./Outbox.ts"
@@ -393,7 +390,7 @@ const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
  * code written against `Connection` (and `Typed.handler`) runs on either end.
  * `request` is the upgrade request we sent; `response` the server's 101.
  */
-export class ClientConnection implements Connection {
+export class ClientConnection extends Sending.ConnectionBase implements Connection {
   readonly id: number
   readonly request: Handshake.HttpRequest
   readonly response: Handshake.HttpResponseHead
@@ -403,7 +400,7 @@ export class ClientConnection implements Connection {
   readonly params: Readonly<Record<string, string>> = {}
   readonly attributes: Readonly<Record<string, unknown>> = {}
   readonly remoteAddress: string | undefined
-  private readonly session: ClientSession
+  protected override readonly session: ClientSession
 
   constructor(
     session: ClientSession,
@@ -412,6 +409,7 @@ export class ClientConnection implements Connection {
     protocol: string | undefined,
     remoteAddress: string | undefined
   ) {
+    super(session)
     this.id = session.id
     this.session = session
     this.request = request
@@ -436,21 +434,6 @@ export class ClientConnection implements Connection {
     return Handshake.header(this.response, name)
   }
 
-  /** Built on first use: no Stream machinery for a connection that never reads. */
-  get messages(): Stream.Stream<Message.Message> {
-    const messages = Stream.fromPull(Effect.succeed(this.session.inbox.pull as Effect.Effect<Batch, Cause.Done>))
-    Object.defineProperty(this, "messages", { value: messages })
-    return messages
-  }
-
-  send(message: Message.Outgoing): Effect.Effect<void, Sending.SendError> {
-    return Sending.sendMessage(this.session, Message.toPayload(message))
-  }
-
-  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, Sending.SendError> {
-    return Sending.sendMessages(this.session, messages)
-  }
-
   /**
    * Not for clients: every client frame is masked with a fresh key (RFC 6455
    * §5.3), so a frame encoded once cannot be sent. Dies with a TypeError.
@@ -464,21 +447,6 @@ export class ClientConnection implements Connection {
     return false
   }
 
-  ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
-    return Sending.ping(this.session, payload)
-  }
-
-  close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
-    return Effect.sync(() => this.session.startClose(code, reason))
-  }
-
-  get closed(): Effect.Effect<CloseInfo> {
-    return this.session.awaitClosed()
-  }
-
-  bufferedAmount(): number {
-    return this.session.bufferedAmount
-  }
 }
 
 // Bound on first access, so `conn.send` passed detached keeps its `this`.

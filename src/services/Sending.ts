@@ -9,12 +9,15 @@
  * // inside a driver that implements `Sender`:
  * send(message) { return Sending.sendMessage(this, Message.toPayload(message)) }
  */
+import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
-import type { Protocol } from "../domain/Protocol.ts"
+import type { CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { Hooks } from "./App.ts"
 import type { Compressor } from "./Compression.ts"
 import { ConnectionClosedError, MessageDroppedError } from "./Connection.ts"
+import type { Batch, Inbox } from "./Inbox.ts"
 import * as Message from "./Message.ts"
 import type { Outbox } from "./Outbox.ts"
 
@@ -118,3 +121,55 @@ export const ping = (s: Sender, payload: Uint8Array | undefined): Effect.Effect<
     s.outbox.schedule()
     return Effect.void
   })
+
+/** What a connection object needs from its driver besides the send path. */
+export interface Driver extends Sender {
+  readonly inbox: Inbox
+  readonly bufferedAmount: number
+  readonly awaitClosed: () => Effect.Effect<CloseInfo>
+}
+
+/**
+ * The part of a `Connection` that is the same on both ends: the `messages`
+ * stream over the driver's inbox, sending, ping, close. The server's and the
+ * client's connection classes extend it with what they know of the upgrade.
+ * Methods live on the prototype; see `Connection.bindOnFirstAccess`.
+ */
+export class ConnectionBase {
+  protected readonly session: Driver
+
+  constructor(session: Driver) {
+    this.session = session
+  }
+
+  /** Built on first use: no Stream machinery for a connection that never reads. */
+  get messages(): Stream.Stream<Message.Message> {
+    const messages = Stream.fromPull(Effect.succeed(this.session.inbox.pull as Effect.Effect<Batch, Cause.Done>))
+    Object.defineProperty(this, "messages", { value: messages })
+    return messages
+  }
+
+  send(message: Message.Outgoing): Effect.Effect<void, SendError> {
+    return sendMessage(this.session, Message.toPayload(message))
+  }
+
+  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, SendError> {
+    return sendMessages(this.session, messages)
+  }
+
+  ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
+    return ping(this.session, payload)
+  }
+
+  close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
+    return Effect.sync(() => this.session.startClose(code, reason))
+  }
+
+  get closed(): Effect.Effect<CloseInfo> {
+    return this.session.awaitClosed()
+  }
+
+  bufferedAmount(): number {
+    return this.session.bufferedAmount
+  }
+}

@@ -25,16 +25,15 @@ import type * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
-import * as Stream from "effect/Stream"
 import * as CloseCode from "../domain/CloseCode.ts"
 import * as Handshake from "../domain/Handshake.ts"
 import { type CloseInfo, Protocol } from "../domain/Protocol.ts"
 import type { ProtocolError } from "../domain/ProtocolError.ts"
 import type { Accept, ConnectionHandle, Hooks, Peer } from "./App.ts"
 import type { Compressor } from "./Compression.ts"
-import { bindOnFirstAccess, type Connection, type ConnectionClosedError } from "./Connection.ts"
+import { bindOnFirstAccess, type Connection } from "./Connection.ts"
 import * as Deadlines from "./Deadlines.ts"
-import { type Batch, Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
+import { Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import type { ServerOptions } from "./Options.ts"
@@ -550,20 +549,21 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
  * per connection); the ones users pass around detached (`Stream.runForEach(
  * conn.send)`) are bound on first access.
  */
-class LiveConnection implements Connection {
+class LiveConnection extends Sending.ConnectionBase implements Connection {
   readonly id: number
   readonly path: string
   readonly protocol: string | undefined
   readonly extensions: string | undefined
   readonly params: Readonly<Record<string, string>>
   readonly attributes: Readonly<Record<string, unknown>>
-  private readonly session: Session
+  protected override readonly session: Session
   private readonly peer: Peer
   // The request head as one string while nobody asks for it: the parsed head's strings and
   // arrays cost an idle connection more than a kilobyte.
   private head: Handshake.HttpRequest | string
 
   constructor(session: Session, request: Handshake.HttpRequest, peer: Peer, accept: Accept<unknown>) {
+    super(session)
     this.id = nextConnectionId++
     this.session = session
     this.peer = peer
@@ -600,21 +600,6 @@ class LiveConnection implements Connection {
     return Handshake.header(this.request, name)
   }
 
-  /** Built on first use: no Stream machinery for a connection that never reads. */
-  get messages(): Stream.Stream<Message.Message> {
-    const messages = Stream.fromPull(Effect.succeed(this.session.inbox.pull as Effect.Effect<Batch, Cause.Done>))
-    Object.defineProperty(this, "messages", { value: messages })
-    return messages
-  }
-
-  send(message: Message.Outgoing): Effect.Effect<void, Sending.SendError> {
-    return Sending.sendMessage(this.session, Message.toPayload(message))
-  }
-
-  sendAll(messages: ReadonlyArray<Message.Outgoing>): Effect.Effect<void, Sending.SendError> {
-    return Sending.sendMessages(this.session, messages)
-  }
-
   sendFrame(frame: Uint8Array): Effect.Effect<void, Sending.SendError> {
     return this.session.sendEncodedFrame(frame)
   }
@@ -623,21 +608,6 @@ class LiveConnection implements Connection {
     return this.session.offerFrame(frame)
   }
 
-  ping(payload?: Uint8Array): Effect.Effect<void, ConnectionClosedError> {
-    return Sending.ping(this.session, payload)
-  }
-
-  close(code: number = CloseCode.Normal, reason = ""): Effect.Effect<void> {
-    return this.session.close(code, reason)
-  }
-
-  get closed(): Effect.Effect<CloseInfo> {
-    return this.session.awaitClosed()
-  }
-
-  bufferedAmount(): number {
-    return this.session.bufferedAmount
-  }
 }
 
 // Bound on first access, so `conn.send` passed detached keeps its `this`.
