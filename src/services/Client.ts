@@ -44,6 +44,8 @@ import type { CloseInfo, MessageDroppedError } from "./Connection.ts"
 import type * as Message from "./Message.ts"
 import type { Incoming } from "./Transport.ts"
 import * as Deadlines from "./Deadlines.ts"
+import * as Options from "./Options.ts"
+import * as OptionsSchema from "./OptionsSchema.ts"
 
 export { ClientConnection } from "./ClientSession.ts"
 
@@ -51,36 +53,23 @@ export { ClientConnection } from "./ClientSession.ts"
 // Options
 // ---------------------------------------------------------------------------
 
-const int = (minimum: number, maximum: number) => Schema.Int.check(Schema.isBetween({ minimum, maximum }))
 const Token = Schema.String.check(Schema.isPattern(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/))
+
+// The limits and timeouts a connection has on either end, with the server's ranges (no idle timeout).
+const { idleTimeoutMs: _serverOnly, ...connectionFields } = OptionsSchema.ServerOptions.fields
+const { idleTimeoutMs: _serverDefault, ...connectionDefaults } = Options.defaultOptions
 
 /**
  * Client limits and handshake settings. Every field has a safe default
- * ({@link defaultOptions}).
+ * ({@link defaultOptions}). The limits and timeouts are the server's
+ * (`Options.ServerOptions`), read from the client's side: `maxHeaderBytes`
+ * bounds the server's response head, `handshakeTimeoutMs` runs from the TCP
+ * connect to a valid 101 (TLS included), `closeTimeoutMs` is the time the
+ * server has to answer our close and close TCP (RFC 6455 §7.1.1), and the
+ * heartbeat pings the server.
  */
 export const ClientOptions = Schema.Struct({
-  /** Largest message accepted, in bytes (after inflation). Over it: close 1009. */
-  maxMessageSize: int(1, 2 ** 31 - 1),
-  /** Largest HTTP response head from the server. */
-  maxHeaderBytes: int(256, 1024 * 1024),
-  /** Time allowed from the start of the TCP connect to a valid 101 (TLS included). */
-  handshakeTimeoutMs: int(1, 3_600_000),
-  /** Time the server has, after our close frame, to answer it and close TCP (§7.1.1) before we drop it. */
-  closeTimeoutMs: int(1, 3_600_000),
-  /** Split outgoing messages larger than this into fragments (0 = never). */
-  fragmentSize: int(0, 2 ** 31 - 1),
-  /** Messages held for a reader that is behind; when full, the socket is not read (TCP backpressure). */
-  inboundQueueSize: int(1, 1_000_000),
-  /** Bytes held for a reader that is behind before the socket is not read. */
-  inboundHighWaterMark: int(1, 2 ** 31 - 1),
-  /** Outbound bytes buffered above which the backpressure policy applies. */
-  outboundHighWaterMark: int(1, 2 ** 31 - 1),
-  /** What `send` does above the high-water mark: wait, drop the message, or close (1008). */
-  backpressure: Schema.Literals(["suspend", "drop", "close"]),
-  /** Ping the server every this many ms (0 = never). */
-  heartbeatIntervalMs: int(0, 86_400_000),
-  /** After a ping, drop the connection (1006) if nothing arrives within this many ms (at most the interval). */
-  heartbeatTimeoutMs: int(1, 86_400_000),
+  ...connectionFields,
   /** Extra request headers (Authorization, Cookie...). Headers the handshake manages itself are ignored. */
   headers: Schema.Record(Schema.String, Schema.String),
   /** Subprotocols to offer (RFC 6455 §1.9), in order of preference; each must be an HTTP token. */
@@ -91,17 +80,7 @@ export const ClientOptions = Schema.Struct({
 export type ClientOptions = typeof ClientOptions.Type
 
 export const defaultOptions: ClientOptions = {
-  maxMessageSize: 16 * 1024 * 1024,
-  maxHeaderBytes: 16 * 1024,
-  handshakeTimeoutMs: 10_000,
-  closeTimeoutMs: 5_000,
-  fragmentSize: 0,
-  inboundQueueSize: 64,
-  inboundHighWaterMark: 1024 * 1024,
-  outboundHighWaterMark: 1024 * 1024,
-  backpressure: "suspend",
-  heartbeatIntervalMs: 30_000,
-  heartbeatTimeoutMs: 30_000,
+  ...connectionDefaults,
   headers: {},
   protocols: [],
   origin: undefined
@@ -404,18 +383,6 @@ const handshakeError = (
   response?: Handshake.HttpResponseHead
 ) => new HandshakeError({ reason, detail, status: response?.status, response })
 
-// Headers the handshake writes itself (clientRequest drops user headers of these names too).
-const MANAGED = new Set([
-  "host",
-  "upgrade",
-  "connection",
-  "sec-websocket-key",
-  "sec-websocket-version",
-  "sec-websocket-protocol",
-  "sec-websocket-extensions",
-  "origin"
-])
-
 const base64Key = (): string => Buffer.from(randomFillSync(new Uint8Array(16))).toString("base64")
 
 /**
@@ -458,26 +425,24 @@ export const connect = (
           session.listen()
           const key = base64Key()
           const offer = deflate === undefined ? undefined : ClientDeflate.clientOffer(deflate)
-          const extra = Object.entries(o.headers).filter(([name]) => !MANAGED.has(name.toLowerCase()))
-          const requestHeaders: Array<readonly [string, string]> = [
-            ["Host", target.hostHeader],
-            ["Upgrade", "websocket"],
-            ["Connection", "Upgrade"],
-            ["Sec-WebSocket-Key", key],
-            ["Sec-WebSocket-Version", "13"]
-          ]
-          if (o.protocols.length > 0) requestHeaders.push(["Sec-WebSocket-Protocol", o.protocols.join(", ")])
-          if (offer !== undefined) requestHeaders.push(["Sec-WebSocket-Extensions", offer])
-          if (o.origin !== undefined) requestHeaders.push(["Origin", o.origin])
-          session.incoming.write([Handshake.clientRequest({
+          // clientRequest leaves out user headers the handshake writes itself.
+          const requestBytes = Handshake.clientRequest({
             host: target.hostHeader,
             path: target.query === "" ? target.path : `${target.path}?${target.query}`,
             key,
             protocols: o.protocols,
             extensions: offer,
             origin: o.origin,
-            headers: extra
-          })])
+            headers: Object.entries(o.headers)
+          })
+          // The connection's `request` is what went on the wire, read back by the server's own parser.
+          const sent = Handshake.stepRequest(
+            Handshake.initialRequestParser({ maxHeaderBytes: requestBytes.length + 1 }),
+            requestBytes
+          )
+          if (sent._tag !== "Request") return yield* Effect.die(new Error("clientRequest wrote a head it cannot read back"))
+          const request = sent.request
+          session.incoming.write([requestBytes])
           const head = yield* session.readHead()
           if (head._tag === "Gone") return yield* handshakeError("Closed", "the server closed the connection before answering")
           if (head._tag === "Invalid") return yield* handshakeError("Malformed", head.error.detail)
@@ -510,14 +475,6 @@ export const connect = (
             }
             : undefined
           session.open(compression)
-          const request: Handshake.HttpRequest = {
-            method: "GET",
-            target: target.query === "" ? target.path : `${target.path}?${target.query}`,
-            path: target.path,
-            query: target.query,
-            version: "HTTP/1.1",
-            headers: [...requestHeaders, ...extra]
-          }
           return new ClientConnection(session, request, response, protocol, incoming.remoteAddress)
         }),
         () => Effect.sync(() => session.finish())

@@ -33,21 +33,11 @@ import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import { Outbox, type OutboxOwner } from "./Outbox.ts"
 import * as Sending from "./Sending.ts"
+import type { ServerOptions } from "./Options.ts"
 import type { Incoming } from "./Transport.ts"
 
-/** The limits and timeouts a session runs with (validated by `Client`). */
-export interface SessionOptions {
-  readonly maxMessageSize: number
-  readonly maxHeaderBytes: number
-  readonly closeTimeoutMs: number
-  readonly fragmentSize: number
-  readonly inboundQueueSize: number
-  readonly inboundHighWaterMark: number
-  readonly outboundHighWaterMark: number
-  readonly backpressure: "suspend" | "drop" | "close"
-  readonly heartbeatIntervalMs: number
-  readonly heartbeatTimeoutMs: number
-}
+/** The limits and timeouts a session runs with (the server's, without the idle timeout; validated by `Client`). */
+export type SessionOptions = Omit<ServerOptions, "idleTimeoutMs" | "handshakeTimeoutMs">
 
 /** The response head, or why there is none. */
 export type Head =

@@ -6,14 +6,9 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { runNetworkFuzz } from "./network.ts"
+import { fuzzSeed } from "./seed.ts"
 
-// A fixed seed by default, so `npm test` (and CI) gives the same verdict every run; `npm run fuzz`
-// explores fresh seeds, and FUZZ_SEED=random (or a number) does here too.
-const seed = process.env["FUZZ_SEED"] === undefined
-  ? 20261127
-  : process.env["FUZZ_SEED"] === "random"
-  ? Date.now() ^ (Math.random() * 0x7fffffff)
-  : Number(process.env["FUZZ_SEED"])
+const seed = fuzzSeed()
 const seconds = Number(process.env["FUZZ_NETWORK_SECONDS"] ?? 5)
 
 describe("fuzz: network", () => {
