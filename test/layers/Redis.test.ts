@@ -296,20 +296,48 @@ const openClient = (port: number, path: string) => {
   return { ws, received, closed, opened }
 }
 
+/**
+ * Two nodes on one Redis, each serving `relayApp`, with a listener client on A and a sender client on B,
+ * both subscribed to "feed"; everything is closed after `body`.
+ */
+const withRelayPair = async (
+  redis: { readonly url: string },
+  options: { readonly prefix: string; readonly publishBufferB?: number },
+  body: (pair: {
+    readonly a: Awaited<ReturnType<typeof startNode>>
+    readonly b: Awaited<ReturnType<typeof startNode>>
+    readonly listener: ReturnType<typeof openClient>
+    readonly sender: ReturnType<typeof openClient>
+  }) => Promise<void>
+) => {
+  const a = await startNode({ url: redis.url, prefix: options.prefix })
+  const b = await startNode({
+    url: redis.url,
+    prefix: options.prefix,
+    ...(options.publishBufferB === undefined ? {} : { publishBuffer: options.publishBufferB })
+  })
+  const serverA = await startServer(relayApp(a.broker), { heartbeatIntervalMs: 0 })
+  const serverB = await startServer(relayApp(b.broker), { heartbeatIntervalMs: 0 })
+  try {
+    await Promise.all([ready(a), ready(b)])
+    const listener = openClient(serverA.port, "/topic/feed")
+    const sender = openClient(serverB.port, "/topic/feed")
+    await Promise.all([listener.opened, sender.opened])
+    await waitUntil("both subscribed", () => a.broker.subscriberCount("feed") === 1 && b.broker.subscriberCount("feed") === 1)
+    await body({ a, b, listener, sender })
+  } finally {
+    await serverA.close()
+    await serverB.close()
+    await a.close()
+    await b.close()
+  }
+}
+
 describe("two servers on one Redis, real WebSocket clients", () => {
   it(
     "10,000 messages from a client on B reach a client on A in order, none lost or duplicated",
     withRedis(async (redis) => {
-      const a = await startNode({ url: redis.url, prefix: "s1:" })
-      const b = await startNode({ url: redis.url, prefix: "s1:" })
-      const serverA = await startServer(relayApp(a.broker), { heartbeatIntervalMs: 0 })
-      const serverB = await startServer(relayApp(b.broker), { heartbeatIntervalMs: 0 })
-      try {
-        await Promise.all([ready(a), ready(b)])
-        const listener = openClient(serverA.port, "/topic/feed")
-        const sender = openClient(serverB.port, "/topic/feed")
-        await Promise.all([listener.opened, sender.opened])
-        await waitUntil("both subscribed", () => a.broker.subscriberCount("feed") === 1 && b.broker.subscriberCount("feed") === 1)
+      await withRelayPair(redis, { prefix: "s1:" }, async ({ listener, sender }) => {
         const count = 10_000
         for (let i = 0; i < count; i++) sender.ws.send(String(i))
         await waitUntil(`${count} messages on A`, () => listener.received.length >= count, 20_000)
@@ -319,12 +347,7 @@ describe("two servers on one Redis, real WebSocket clients", () => {
         expect(sender.received).toEqual([]) // `except` the sender, and no echo through Redis
         listener.ws.close()
         sender.ws.close()
-      } finally {
-        await serverA.close()
-        await serverB.close()
-        await a.close()
-        await b.close()
-      }
+      })
     }),
     40_000
   )
@@ -332,16 +355,7 @@ describe("two servers on one Redis, real WebSocket clients", () => {
   it(
     "Redis killed and restarted mid-stream: servers and clients stay up, delivery resumes, nothing duplicated or reordered",
     withRedis(async (redis) => {
-      const a = await startNode({ url: redis.url, prefix: "s2:" })
-      const b = await startNode({ url: redis.url, prefix: "s2:", publishBuffer: 50 })
-      const serverA = await startServer(relayApp(a.broker), { heartbeatIntervalMs: 0 })
-      const serverB = await startServer(relayApp(b.broker), { heartbeatIntervalMs: 0 })
-      try {
-        await Promise.all([ready(a), ready(b)])
-        const listener = openClient(serverA.port, "/topic/feed")
-        const sender = openClient(serverB.port, "/topic/feed")
-        await Promise.all([listener.opened, sender.opened])
-        await waitUntil("both subscribed", () => a.broker.subscriberCount("feed") === 1 && b.broker.subscriberCount("feed") === 1)
+      await withRelayPair(redis, { prefix: "s2:", publishBufferB: 50 }, async ({ a, b, listener, sender }) => {
         let next = 0
         const sendSome = async (n: number) => {
           for (let i = 0; i < n; i++) sender.ws.send(String(next++))
@@ -376,12 +390,7 @@ describe("two servers on one Redis, real WebSocket clients", () => {
         for (let i = 0; i < 100; i++) expect(seen).toContain(i)
         for (let i = resumedAt; i < next; i++) expect(seen).toContain(i)
         for (let i = 100; i < 150; i++) expect(seen).not.toContain(i)
-      } finally {
-        await serverA.close()
-        await serverB.close()
-        await a.close()
-        await b.close()
-      }
+      })
     }),
     40_000
   )

@@ -15,6 +15,7 @@ import type { CloseInfo } from "../../src/services/Connection.ts"
 import * as Message from "../../src/services/Message.ts"
 import * as Typed from "../../src/services/Typed.ts"
 import type { App } from "../../src/services/Reactor.ts"
+import * as Router from "../../src/services/Router.ts"
 import type { ServeOptions } from "../../src/services/Server.ts"
 import { startServer } from "../support/TcpServer.ts"
 
@@ -62,19 +63,12 @@ describe("Client against wsreactor's server", () => {
   it.live("the server's close is echoed; messages before it are still delivered", () =>
     Effect.scoped(Effect.gen(function*() {
       const serverSaw = yield* Deferred.make<CloseInfo>()
-      const app: App<never> = {
-        http: () => Effect.succeed({ status: 404 }),
-        upgrade: () =>
-          Effect.succeed({
-            _tag: "Accept",
-            handler: (c) =>
-              Effect.gen(function*() {
-                yield* c.sendAll(["one", "two"])
-                yield* c.close(4000, "bye")
-                yield* Deferred.succeed(serverSaw, yield* c.closed)
-              })
-          })
-      }
+      const app = Router.make([Router.ws("/*", (c) =>
+        Effect.gen(function*() {
+          yield* c.sendAll(["one", "two"])
+          yield* c.close(4000, "bye")
+          yield* Deferred.succeed(serverSaw, yield* c.closed)
+        }))])
       const server = yield* serverOn(app)
       const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`)
       const info = yield* bounded(conn.closed)
@@ -87,14 +81,7 @@ describe("Client against wsreactor's server", () => {
   it.live("leaving the scope closes with 1000 and the server sees a clean close", () =>
     Effect.gen(function*() {
       const serverSaw = yield* Deferred.make<CloseInfo>()
-      const app: App<never> = {
-        http: () => Effect.succeed({ status: 404 }),
-        upgrade: () =>
-          Effect.succeed({
-            _tag: "Accept",
-            handler: (c) => Effect.andThen(Stream.runDrain(c.messages), Effect.flatMap(c.closed, (i) => Deferred.succeed(serverSaw, i)))
-          })
-      }
+      const app = Router.make([Router.ws("/*", (c) => Effect.andThen(Stream.runDrain(c.messages), Effect.flatMap(c.closed, (i) => Deferred.succeed(serverSaw, i))))])
       yield* Effect.scoped(Effect.gen(function*() {
         const server = yield* serverOn(app)
         yield* Effect.scoped(Effect.gen(function*() {
@@ -216,19 +203,12 @@ describe("Client against wsreactor's server", () => {
     Effect.scoped(Effect.gen(function*() {
       const total = 512
       let sent = 0
-      const app: App<never> = {
-        http: () => Effect.succeed({ status: 404 }),
-        upgrade: () =>
-          Effect.succeed({
-            _tag: "Accept",
-            handler: (c) =>
-              Effect.forEach(
-                Array.from({ length: total }),
-                () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
-                { discard: true }
-              ).pipe(Effect.andThen(Stream.runDrain(c.messages)))
-          })
-      }
+      const app = Router.make([Router.ws("/*", (c) =>
+        Effect.forEach(
+          Array.from({ length: total }),
+          () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
+          { discard: true }
+        ).pipe(Effect.andThen(Stream.runDrain(c.messages))))])
       const server = yield* serverOn(app, { outboundHighWaterMark: 64 * 1024 })
       const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`, {
         inboundQueueSize: 4,
@@ -248,20 +228,13 @@ describe("Client against wsreactor's server", () => {
   it.live("Typed codecs on a client connection: values both ways; a message that does not decode closes 1007", () =>
     Effect.scoped(Effect.gen(function*() {
       const serverSaw = yield* Deferred.make<CloseInfo>()
-      const app: App<never> = {
-        http: () => Effect.succeed({ status: 404 }),
-        upgrade: () =>
-          Effect.succeed({
-            _tag: "Accept",
-            handler: (c) =>
-              Effect.gen(function*() {
-                const [first] = yield* c.messages.pipe(Stream.take(1), Stream.runCollect)
-                const n = JSON.parse((first as Message.TextMessage).text).n as number
-                yield* c.sendAll([JSON.stringify({ doubled: n * 2 }), "not json"])
-                yield* Deferred.succeed(serverSaw, yield* c.closed)
-              })
-          })
-      }
+      const app = Router.make([Router.ws("/*", (c) =>
+        Effect.gen(function*() {
+          const [first] = yield* c.messages.pipe(Stream.take(1), Stream.runCollect)
+          const n = JSON.parse((first as Message.TextMessage).text).n as number
+          yield* c.sendAll([JSON.stringify({ doubled: n * 2 }), "not json"])
+          yield* Deferred.succeed(serverSaw, yield* c.closed)
+        }))])
       const server = yield* serverOn(app)
       const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`)
       const seen: Array<number> = []
