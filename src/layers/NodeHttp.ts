@@ -28,7 +28,7 @@ import type * as Http2 from "node:http2"
 import type * as Net from "node:net"
 import type { Duplex } from "node:stream"
 import { type Incoming, Transport } from "../services/Transport.ts"
-import { fromNetSocket } from "./NodeTcp.ts"
+import { NodeIncoming } from "./NodeTcp.ts"
 
 /** Which server to attach to, and which of its upgrade requests are wsreactor's. */
 export interface UpgradeOptions {
@@ -67,26 +67,24 @@ export const fromUpgrade = (request: Http.IncomingMessage, socket: Duplex, head:
   // pausing makes that explicit until the reactor starts reading.
   conn.pause()
   if (typeof conn.setNoDelay === "function") conn.setNoDelay(true)
-  const inner = fromNetSocket(conn)
-  const replay = head.length > 0 ? [requestHead(request), head] : [requestHead(request)]
-  return {
-    get remoteAddress() {
-      return inner.remoteAddress
-    },
-    get remotePort() {
-      return inner.remotePort
-    },
-    listen: (onData, onEnd) => {
-      inner.listen(onData, onEnd)
-      // Socket 'data' events come from the event loop, after these: the order is the client's.
-      for (const chunk of replay) onData(chunk)
-    },
-    pause: () => inner.pause(),
-    resume: () => inner.resume(),
-    write: (chunks) => inner.write(chunks),
-    onDrain: (callback) => inner.onDrain(callback),
-    end: () => inner.end(),
-    destroy: () => inner.destroy()
+  return new UpgradedIncoming(conn, head.length > 0 ? [requestHead(request), head] : [requestHead(request)])
+}
+
+/** A Node socket whose first bytes are the ones Node's HTTP parser already read (the head, then `head`). */
+class UpgradedIncoming extends NodeIncoming {
+  private replay: ReadonlyArray<Uint8Array> | undefined
+
+  constructor(conn: Net.Socket, replay: ReadonlyArray<Uint8Array>) {
+    super(conn)
+    this.replay = replay
+  }
+
+  override listen(onData: (chunk: Uint8Array) => void, onEnd: () => void): void {
+    super.listen(onData, onEnd)
+    const replay = this.replay ?? []
+    this.replay = undefined
+    // Socket 'data' events come from the event loop, after these: the order is the client's.
+    for (const chunk of replay) onData(chunk)
   }
 }
 
