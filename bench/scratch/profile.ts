@@ -1,0 +1,96 @@
+/**
+ * CPU profile of one bench peer under one load, summarised by self time.
+ *
+ *   node bench/scratch/profile.ts <server.ts> '<json LoadOptions>' [seconds] [--gc]
+ *   e.g. node bench/scratch/profile.ts bench/servers/wsreactor.ts '{"conns":100,"inflight":1,"size":1024,"binary":true}' 5
+ *
+ * The server runs on core 0 with --cpu-prof (and --trace-gc with --gc), the
+ * load generator on core 1; prints the top functions by self time (with
+ * their file), the share of GC / idle / program, and the messages served.
+ */
+import { spawn } from "node:child_process"
+import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { createInterface } from "node:readline"
+
+const [serverFile, loadJson = "{}", secondsArg = "5"] = process.argv.slice(2).filter((a) => !a.startsWith("--"))
+const traceGc = process.argv.includes("--gc")
+if (serverFile === undefined) throw new Error("usage: profile.ts <server.ts> '<json load>' [seconds]")
+const dir = mkdtempSync(join(tmpdir(), "wsr-prof-"))
+const node = process.execPath
+
+const server = spawn("taskset", [
+  "-c",
+  "0",
+  node,
+  "--cpu-prof",
+  `--cpu-prof-dir=${dir}`,
+  ...(traceGc ? ["--trace-gc"] : []),
+  serverFile
+], { stdio: ["pipe", "pipe", "inherit"] })
+let gcLines = 0
+let gcMs = 0
+const port = await new Promise<number>((resolve) => {
+  createInterface({ input: server.stdout! }).on("line", (line) => {
+    const m = /^READY (\d+)/.exec(line)
+    if (m) return resolve(Number(m[1]))
+    const g = /(Scavenge|Mark-Compact|Mark-sweep)[^,]*?([\d.]+) \/ [\d.]+ ms/.exec(line)
+    if (g) {
+      gcLines++
+      gcMs += Number(g[2])
+    }
+  })
+})
+
+const load = {
+  mode: "echo",
+  host: "127.0.0.1",
+  port,
+  conns: 100,
+  inflight: 1,
+  size: 1024,
+  binary: true,
+  rampMs: 300,
+  durationMs: Number(secondsArg) * 1000,
+  ...JSON.parse(loadJson)
+}
+const gen = spawn("taskset", ["-c", "1", node, "bench/loadgen.ts", JSON.stringify(load)], {
+  stdio: ["pipe", "pipe", "inherit"]
+})
+let result: { msgsPerSec: number; messages: number } | undefined
+createInterface({ input: gen.stdout! }).on("line", (line) => {
+  const o = JSON.parse(line)
+  if (o.event === "result") result = o
+})
+await new Promise((r) => gen.on("exit", r))
+server.stdin!.end()
+await new Promise((r) => server.on("exit", r))
+
+const file = readdirSync(dir).find((f) => f.endsWith(".cpuprofile"))!
+interface Node {
+  id: number
+  callFrame: { functionName: string; url: string; lineNumber: number }
+  hitCount: number
+}
+const profile = JSON.parse(readFileSync(join(dir, file), "utf8")) as {
+  nodes: Array<Node>
+  samples: Array<number>
+  timeDeltas: Array<number>
+}
+const byId = new Map(profile.nodes.map((n) => [n.id, n]))
+const self = new Map<string, number>()
+let total = 0
+for (let i = 0; i < profile.samples.length; i++) {
+  const n = byId.get(profile.samples[i]!)!
+  const dt = profile.timeDeltas[i] ?? 0
+  const url = n.callFrame.url.replace(/^.*\/(node_modules\/[^/]+(\/[^/]+)?|src|bench)\//, "$1/")
+  const key = `${n.callFrame.functionName || "(anon)"} ${url}:${n.callFrame.lineNumber + 1}`
+  self.set(key, (self.get(key) ?? 0) + dt)
+  total += dt
+}
+const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40))
+const idle = [...self.entries()].filter(([k]) => k.startsWith("(idle)")).reduce((s, [, v]) => s + v, 0)
+console.log(`messages/s ${result?.msgsPerSec.toFixed(0)}; profile ${(total / 1e6).toFixed(2)} s, busy ${(100 * (1 - idle / total)).toFixed(1)} %`)
+if (traceGc) console.log(`gc events ${gcLines}, gc ms ${gcMs.toFixed(0)}`)
+for (const [k, v] of top) console.log(`${(100 * v / (total - idle)).toFixed(2).padStart(6)} %  ${k}`)
