@@ -89,8 +89,50 @@ for (let i = 0; i < profile.samples.length; i++) {
   self.set(key, (self.get(key) ?? 0) + dt)
   total += dt
 }
+// INCL=fnA,fnB: inclusive time of those functions (samples with them anywhere on the stack).
+const parent = new Map<number, number>()
+for (const n of profile.nodes as Array<Node & { children?: Array<number> }>) {
+  for (const c of n.children ?? []) parent.set(c, n.id)
+}
+const inclusive = new Map<string, number>()
+const wanted = (process.env.INCL ?? "").split(",").filter((s) => s.length > 0)
+if (wanted.length > 0) {
+  for (let i = 0; i < profile.samples.length; i++) {
+    const dt = profile.timeDeltas[i] ?? 0
+    const seen = new Set<string>()
+    for (let id: number | undefined = profile.samples[i]!; id !== undefined; id = parent.get(id)) {
+      const name = byId.get(id)!.callFrame.functionName
+      if (wanted.includes(name) && !seen.has(name)) {
+        seen.add(name)
+        inclusive.set(name, (inclusive.get(name) ?? 0) + dt)
+      }
+    }
+  }
+}
 const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40))
 const idle = [...self.entries()].filter(([k]) => k.startsWith("(idle)")).reduce((s, [, v]) => s + v, 0)
 console.log(`messages/s ${result?.msgsPerSec.toFixed(0)}; profile ${(total / 1e6).toFixed(2)} s, busy ${(100 * (1 - idle / total)).toFixed(1)} %`)
 if (traceGc) console.log(`gc events ${gcLines}, gc ms ${gcMs.toFixed(0)}`)
 for (const [k, v] of top) console.log(`${(100 * v / (total - idle)).toFixed(2).padStart(6)} %  ${k}`)
+const busy = total - [...self.entries()].filter(([k]) => k.startsWith("(idle)")).reduce((a, [, v]) => a + v, 0)
+// Messages in the profile ≈ rate × (ramp + window): enough to compare peers per message.
+const perMsg = (us: number) => result === undefined ? "?" : (us / (result.msgsPerSec * (load.rampMs + load.durationMs) / 1000)).toFixed(3)
+console.log(`busy µs/msg ${perMsg(busy)}; self µs/msg: ${top.slice(0, 6).map(([k, v]) => `${k.split(" ")[0]} ${perMsg(v)}`).join(", ")}`)
+for (const name of wanted) console.log(`inclusive ${name}: ${(100 * (inclusive.get(name) ?? 0) / busy).toFixed(2)} % (${perMsg(inclusive.get(name) ?? 0)} µs/msg)`)
+// CALLERS=fn: who calls it (parent frames of its self time).
+const callersOf = process.env.CALLERS
+if (callersOf !== undefined) {
+  const by = new Map<string, number>()
+  for (let i = 0; i < profile.samples.length; i++) {
+    const n = byId.get(profile.samples[i]!)!
+    if (n.callFrame.functionName !== callersOf) continue
+    const chain: Array<string> = []
+    for (let id = parent.get(n.id); id !== undefined && chain.length < 4; id = parent.get(id)) {
+      const f = byId.get(id)!.callFrame
+      chain.push(`${f.functionName || "(anon)"}:${f.url.split("/").pop()}:${f.lineNumber + 1}`)
+    }
+    const key = chain.join(" < ")
+    by.set(key, (by.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0))
+  }
+  for (const [k, v] of [...by].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`callers ${(100 * v / busy).toFixed(2)} %  ${k}`)
+}

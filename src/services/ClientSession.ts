@@ -31,7 +31,7 @@ import * as Deadlines from "./Deadlines.ts"
 import { Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
-import { Outbox, type OutboxOwner } from "./Outbox.ts"
+import { enterTurn, leaveTurn, Outbox, type OutboxOwner } from "./Outbox.ts"
 import * as Sending from "./Sending.ts"
 import type { ServerOptions } from "./Options.ts"
 import type { Incoming } from "./Transport.ts"
@@ -97,10 +97,13 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Se
   listen(): void {
     this.incoming.listen(
       (chunk) => {
+        enterTurn()
         try {
           this.onData(chunk)
         } catch {
           this.finish()
+        } finally {
+          leaveTurn()
         }
       },
       () => this.onEnd()

@@ -96,6 +96,8 @@ export const pack = (batch: ReadonlyArray<Uint8Array>, bytes: number): ReadonlyA
 // promise: Node's queueMicrotask wraps every callback in an AsyncResource.
 let due: Array<Outbox> = []
 const resolved = Promise.resolve()
+/** Inside a socket callback (see `enterTurn`): its end flushes, no microtask needed. */
+let turnDepth = 0
 const flushDue = () => {
   const outboxes = due
   due = []
@@ -107,6 +109,22 @@ const flushDue = () => {
       outboxes[i]!.fail(defect)
     }
   }
+}
+
+/**
+ * A socket's data callback is starting: frames queued until `leaveTurn` (an
+ * echo sent by a handler the data woke) are written when it ends, in the
+ * callback itself, as `ws` writes inside its 'message' event, instead of a
+ * microtask later (one promise reaction less per message when every read
+ * carries one message).
+ */
+export const enterTurn = (): void => {
+  turnDepth++
+}
+
+/** The data callback ended: write what it queued. */
+export const leaveTurn = (): void => {
+  if (--turnDepth === 0 && due.length > 0) flushDue()
 }
 
 // Broadcast frames wait for the end of the event loop's I/O phase instead: publishes made by
@@ -169,7 +187,7 @@ export class Outbox {
   schedule(): void {
     if (this.scheduled || this.closed) return
     this.scheduled = true
-    if (due.length === 0) void resolved.then(flushDue)
+    if (due.length === 0 && turnDepth === 0) void resolved.then(flushDue)
     due.push(this)
   }
 

@@ -37,7 +37,7 @@ import { Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
 import * as Message from "./Message.ts"
 import type { ServerOptions } from "./Options.ts"
-import { Outbox, type OutboxOwner } from "./Outbox.ts"
+import { enterTurn, leaveTurn, Outbox, type OutboxOwner } from "./Outbox.ts"
 import * as Sending from "./Sending.ts"
 import type { Incoming } from "./Transport.ts"
 
@@ -115,10 +115,13 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   listen(): void {
     this.incoming.listen(
       (chunk) => {
+        enterTurn()
         try {
           this.onData(chunk)
         } catch (defect) {
           this.onDefect(defect)
+        } finally {
+          leaveTurn()
         }
       },
       () => {
