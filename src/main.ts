@@ -121,6 +121,15 @@ const maxConnectionsPerIp = count(
 const maxRoomMembers = count("max-room-members", "MAX_ROOM_MEMBERS", "Chat members per room (at least 1)", 1000)
 const maxRooms = count("max-rooms", "MAX_ROOMS", "Chat rooms with members at once (at least 1)", 1000)
 
+// A chat cap of 0 would refuse every member or room: refused, not quietly raised to 1. The value may
+// come from the flag or its environment variable, so the message names both.
+const checkAtLeastOne = (value: number, flag: string, env: string): Effect.Effect<number, StartupError> =>
+  Number.isInteger(value) && value >= 1 && value <= 10_000_000
+    ? Effect.succeed(value)
+    : Effect.fail(
+      new StartupError({ message: `${flag} (env ${env}) must be an integer from 1 to 10000000, got ${value}`, exitCode: 2 })
+    )
+
 const allowOrigin = Flag.String("allow-origin").pipe(
   Flag.withDescription(
     "An origin besides the page's own allowed to open /chat from a browser, e.g. https://app.example (repeatable; env ALLOW_ORIGIN, comma-separated)"
@@ -174,7 +183,7 @@ const serveDemo = (flags: DemoFlags) => Effect.gen(function*() {
     presence: yield* Presence.Presence,
     allowOrigins: flags.allowOrigins,
     maxConnectionsPerIp: flags.maxConnectionsPerIp,
-    chatLimits: { maxMembersPerRoom: Math.max(1, flags.maxRoomMembers), maxRooms: Math.max(1, flags.maxRooms) }
+    chatLimits: { maxMembersPerRoom: flags.maxRoomMembers, maxRooms: flags.maxRooms }
   })
   // In a --workers cluster, /healthz and /metrics answer for every worker.
   const app = cluster.isWorker
@@ -209,6 +218,8 @@ const wsreactor = Command.make("wsreactor", flags, (flags) =>
     const fromEnv = yield* Config.String("ALLOW_ORIGIN").pipe(Config.withDefault(""))
     const listed = [...flags.allowOrigin, ...fromEnv.split(",")].map((o) => o.trim()).filter((o) => o.length > 0)
     const allowOrigins = yield* Effect.forEach(listed, parseOrigin)
+    const maxRoomMembers = yield* checkAtLeastOne(flags.maxRoomMembers, "--max-room-members", "MAX_ROOM_MEMBERS")
+    const maxRooms = yield* checkAtLeastOne(flags.maxRooms, "--max-rooms", "MAX_ROOMS")
     const cert = Option.getOrUndefined(flags.tlsCert)
     const key = Option.getOrUndefined(flags.tlsKey)
     if ((cert === undefined) !== (key === undefined)) {
@@ -234,7 +245,7 @@ const wsreactor = Command.make("wsreactor", flags, (flags) =>
       onNone: () => (cluster.isWorker ? IpcPresence.layer : Presence.layerMemory),
       onSome: (url) => RedisPresence.layer({ url })
     })
-    return yield* serveDemo({ ...flags, allowOrigins, connectionCap }).pipe(
+    return yield* serveDemo({ ...flags, allowOrigins, connectionCap, maxRoomMembers, maxRooms }).pipe(
       Effect.provide([broker, presence, transport]),
       Effect.catchTag("SocketServerError", (error) =>
         Effect.fail(

@@ -10,7 +10,8 @@
  * States (RFC 6455 §7): `Open` → `Closing` (a close frame was sent or
  * received; `closeInitiator` says who started) → `Closed` (both close frames
  * exchanged, the TCP connection is gone, or the I/O side gave up). After a
- * failure (`fail`) every further byte is discarded.
+ * failure (`fail`) every further byte is discarded. A failure after the
+ * peer's EOF still queues our close frame: our side of TCP may be open.
  *
  * The object mutates itself: it is owned by one connection.
  *
@@ -253,7 +254,10 @@ export class Protocol {
    */
   fail(error: ProtocolError): void {
     this.discarding = true
-    if (this.failure !== undefined || this.state === "Closed") return
+    if (this.failure !== undefined) return
+    // After the peer's EOF our side can still write: the close frame still goes out (§7.1.7),
+    // e.g. for a message whose inflation failed after the EOF was read.
+    if (this.state === "Closed" && !this.eof) return
     if (this.closeSent !== undefined && this.heldClose === undefined) return // our close is out already
     this.failure = error
     if (this.heldClose !== undefined) {
@@ -261,9 +265,10 @@ export class Protocol {
       this.heldClose = undefined
       this.closeSent = undefined
     }
-    this.state = "Closing"
     if (this.closeInitiator === undefined) this.closeInitiator = "local"
     this.queueClose(error.closeCode, error.reason, this.holdClose)
+    if (this.eof) return // still Closed: nothing more can come from the peer
+    this.state = "Closing"
     if (!this.holdClose && this.closeReceived !== undefined) this.state = "Closed"
   }
 

@@ -292,7 +292,12 @@ const fiberAwait = (fiber: Fiber.Fiber<unknown, unknown>): Effect.Effect<void> =
  */
 export const layer = (options: ListenOptions): Layer.Layer<Transport, SocketServer.SocketServerError> =>
   // noDelay: Nagle would hold small frames back by up to 40 ms; every WebSocket server disables it.
-  Layer.effect(Transport, Effect.suspend(() => listen(Net.createServer({ noDelay: true }), "connection", options)))
+  // allowHalfOpen: the peer's FIN must not end our side too (Node's default): after it the session
+  // may still owe a close frame (RFC 6455 §7.1.7), and it ends TCP itself (as Node's HTTP server does).
+  Layer.effect(
+    Transport,
+    Effect.suspend(() => listen(Net.createServer({ noDelay: true, allowHalfOpen: true }), "connection", options))
+  )
 
 const loadTls = (): typeof Tls => process.getBuiltinModule("node:tls")
 
@@ -310,6 +315,6 @@ export const layerTls = (
     Transport,
     Effect.suspend(() =>
       // node:tls is loaded here, not at import: it holds ~1 MB of live heap a plain-TCP server would carry.
-      listen(loadTls().createServer({ ...options, noDelay: true }), "secureConnection", options)
+      listen(loadTls().createServer({ ...options, noDelay: true, allowHalfOpen: true }), "secureConnection", options)
     )
   )

@@ -81,4 +81,8 @@ export interface Hooks {
   /** A `send` refused or a connection closed by the backpressure policy. */
   readonly onBackpressure?: (policy: "drop" | "close") => void
   readonly onHeartbeatTimeout?: (handle: ConnectionHandle) => void
+  /** A connection's compressor opened its first zlib stream (true) or closed its last (false: idle release, end). */
+  readonly onZlibState?: (held: boolean) => void
+  /** A permessage-deflate offer declined because `maxCompressingConnections` connections compress already. */
+  readonly onCompressionDeclined?: () => void
 }

@@ -63,21 +63,27 @@ export interface Lane {
  * grants permits per connection, round-robin, one slice at a time.
  *
  * `withPermit` is the plain form (one shared lane); `lane`, when present, gives
- * each compressor its own lane.
+ * each compressor its own lane. `onZlibState`, when present, hears each
+ * compressor take its first zlib stream and give its last one back (metrics).
  */
 export class CompressionLimiter extends Context.Service<
   CompressionLimiter,
   {
     readonly withPermit: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
     readonly lane?: (() => Lane) | undefined
+    readonly onZlibState?: ((held: boolean) => void) | undefined
   }
 >()("wsreactor/CompressionLimiter") {
   /** `CompressionLimiter.layer(4)`: at most 4 zlib slices at a time, shared fairly between connections. */
-  static layer(concurrency: number): Layer.Layer<CompressionLimiter> {
+  static layer(concurrency: number, onZlibState?: (held: boolean) => void): Layer.Layer<CompressionLimiter> {
     return Layer.sync(CompressionLimiter, () => {
       const scheduler = new FairScheduler(concurrency)
       const shared = scheduler.lane()
-      return CompressionLimiter.of({ withPermit: (self) => shared.withTurn(self), lane: () => scheduler.lane() })
+      return CompressionLimiter.of({
+        withPermit: (self) => shared.withTurn(self),
+        lane: () => scheduler.lane(),
+        onZlibState
+      })
     })
   }
 }
@@ -89,11 +95,13 @@ export class CompressionLimiter extends Context.Service<
  */
 export class CompressingSlots {
   private readonly max: number
+  private readonly onDeclined: (() => void) | undefined
   private taken = 0
 
-  /** `max` 0: no cap. */
-  constructor(max: number) {
+  /** `max` 0: no cap. `onDeclined`: told of each connection refused a slot (metrics). */
+  constructor(max: number, onDeclined?: () => void) {
     this.max = max
+    this.onDeclined = onDeclined
   }
 
   /** Connections holding a slot now. */
@@ -105,7 +113,10 @@ export class CompressingSlots {
   get reserve(): Effect.Effect<boolean, never, Scope.Scope> {
     return Effect.acquireRelease(
       Effect.sync(() => {
-        if (this.max > 0 && this.taken >= this.max) return false
+        if (this.max > 0 && this.taken >= this.max) {
+          this.onDeclined?.()
+          return false
+        }
         this.taken++
         return true
       }),
@@ -424,17 +435,30 @@ export const makeCompressor = (
     let closed = false
     let deflater: zlib.DeflateRaw | undefined
     let inflater: zlib.InflateRaw | undefined
+    // Does this connection hold zlib state (either stream)? Reported on each change, for metrics.
+    let holding = false
+    const onZlibState = limiter.onZlibState
+    const holds = () => {
+      const now = deflater !== undefined || inflater !== undefined
+      if (now === holding) return
+      holding = now
+      onZlibState?.(now)
+    }
     let busy = 0
     let lastUsed = 0
     let timer: ReturnType<typeof setTimeout> | undefined
 
     const dropDeflater = () => {
-      if (deflater !== undefined) discard(deflater)
+      if (deflater === undefined) return
+      discard(deflater)
       deflater = undefined
+      holds()
     }
     const dropInflater = () => {
-      if (inflater !== undefined) discard(inflater)
+      if (inflater === undefined) return
+      discard(inflater)
       inflater = undefined
+      holds()
     }
 
     // Idle release. The deflater may always go: context takeover lets the
@@ -488,11 +512,15 @@ export const makeCompressor = (
       // an empty stored block; the deflater stays byte-aligned after each sync flush, so skipping zlib is safe
       if (data.length === 0) return Effect.succeed(EMPTY_MESSAGE.slice())
       return deflateLock.withPermit(using(guard(Effect.suspend(() => {
-        const stream = deflater ??= track(zlib.createDeflateRaw({
-          level: options.level,
-          memLevel: options.memLevel,
-          windowBits: params.serverMaxWindowBits
-        }))
+        if (deflater === undefined) {
+          deflater = track(zlib.createDeflateRaw({
+            level: options.level,
+            memLevel: options.memLevel,
+            windowBits: params.serverMaxWindowBits
+          }))
+          holds()
+        }
+        const stream = deflater
         const chunks: Array<Buffer> = []
         let length = 0
         return runFlush<Uint8Array, never>(stream, [data], {
@@ -524,7 +552,11 @@ export const makeCompressor = (
 
     const inflate = (data: Uint8Array, maxSize: number): Effect.Effect<Uint8Array | undefined, ProtocolError> =>
       inflateLock.withPermit(using(guard(Effect.suspend(() => {
-        const stream = inflater ??= track(zlib.createInflateRaw({ windowBits: params.clientMaxWindowBits }))
+        if (inflater === undefined) {
+          inflater = track(zlib.createInflateRaw({ windowBits: params.clientMaxWindowBits }))
+          holds()
+        }
+        const stream = inflater
         const consumedBefore = stream.bytesWritten
         const chunks: Array<Buffer> = []
         let length = 0

@@ -112,6 +112,13 @@ export class Inbox {
     }
   }
 
+  /** Is a compressed message still to be inflated (its inflation may yet fail the connection)? */
+  get holdsCompressed(): boolean {
+    const items = this.items
+    for (let i = 0; i < items.length; i++) if (items[i] instanceof Compressed) return true
+    return false
+  }
+
   /** Drop what is queued (the connection failed; nothing more is delivered). */
   clear(): void {
     this.items = NO_ITEMS

@@ -20,6 +20,8 @@ export const names = {
   backpressure: "wsreactor_backpressure_total",
   heartbeatTimeouts: "wsreactor_heartbeat_timeouts_total",
   protocolErrors: "wsreactor_protocol_errors_total",
+  zlibConnections: "wsreactor_zlib_connections",
+  compressionDeclined: "wsreactor_compression_declined_total",
   /** Recorded by the Node transport (`NodeTcp`), in the same registry. */
   acceptErrors: "wsreactor_accept_errors_total"
 } as const

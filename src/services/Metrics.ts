@@ -96,10 +96,18 @@ export const makeWith = (context: Context.Context<never>): ServerMetrics => {
   )
   const heartbeatTimeouts = counter(names.heartbeatTimeouts, "Connections dropped because a heartbeat ping went unanswered")
   const protocolErrors = labelled(names.protocolErrors, "Connections failed for a protocol error, by reason", "reason")
+  const zlibConnections = Metric.gauge(names.zlibConnections, {
+    description: "Connections holding zlib state now (a deflater, an inflater or both; idle ones give it back)"
+  })
+  const compressionDeclined = counter(
+    names.compressionDeclined,
+    "permessage-deflate offers declined because maxCompressingConnections connections compressed already"
+  )
 
   // Register the unlabelled series at 0 so a scrape shows them before any traffic.
   open.modifyUnsafe(0, context)
-  for (const metric of [opened, messagesIn, messagesOut, bytesIn, bytesOut, heartbeatTimeouts]) {
+  zlibConnections.modifyUnsafe(0, context)
+  for (const metric of [opened, messagesIn, messagesOut, bytesIn, bytesOut, heartbeatTimeouts, compressionDeclined]) {
     metric.updateUnsafe(0, context)
   }
 
@@ -121,7 +129,9 @@ export const makeWith = (context: Context.Context<never>): ServerMetrics => {
     onBytesOut: (bytes) => bytesOut.updateUnsafe(bytes, context),
     onBackpressure: (action) => backpressure(action).updateUnsafe(1, context),
     onHeartbeatTimeout: () => heartbeatTimeouts.updateUnsafe(1, context),
-    onProtocolError: (_handle, error) => protocolErrors(error.reason).updateUnsafe(1, context)
+    onProtocolError: (_handle, error) => protocolErrors(error.reason).updateUnsafe(1, context),
+    onZlibState: (held) => zlibConnections.modifyUnsafe(held ? 1 : -1, context),
+    onCompressionDeclined: () => compressionDeclined.updateUnsafe(1, context)
   }
   const registry = Context.get(context, Metric.MetricRegistry)
   return {

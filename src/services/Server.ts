@@ -58,17 +58,18 @@ export interface ServeOptions extends Partial<ServerOptions>, DurationOptions {
 }
 
 const makeDeflateSupport = (
-  setting: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined
+  setting: boolean | Partial<PerMessageDeflate.DeflateOptions> | undefined,
+  hooks: Hooks | undefined
 ): Effect.Effect<Reactor.DeflateSupport | undefined> => {
   if (setting === undefined || setting === false) return Effect.succeed(undefined)
   const resolved = PerMessageDeflate.resolveDeflateOptions(setting === true ? {} : setting)
   if (resolved._tag === "Error") return Effect.die(resolved.error)
   return Effect.map(
-    Layer.build(CompressionLimiter.layer(resolved.options.concurrency)).pipe(Effect.scoped),
+    Layer.build(CompressionLimiter.layer(resolved.options.concurrency, hooks?.onZlibState)).pipe(Effect.scoped),
     (context) => ({
       options: resolved.options,
       limiter: Context.get(context, CompressionLimiter),
-      slots: new CompressingSlots(resolved.options.maxCompressingConnections)
+      slots: new CompressingSlots(resolved.options.maxCompressingConnections, hooks?.onCompressionDeclined)
     })
   )
 }
@@ -100,7 +101,7 @@ export const serve = <R>(
     const { hooks: userHooks, onState, shutdownTimeoutMs = 5_000, perMessageDeflate, maxConnections, retryAfterSeconds } =
       withMillis(serveOptions).input
     const admission = Admission.make(Admission.decodeAdmissionOptions({ maxConnections, retryAfterSeconds }))
-    const deflate = yield* makeDeflateSupport(perMessageDeflate)
+    const deflate = yield* makeDeflateSupport(perMessageDeflate, userHooks)
     const deadlines = yield* Deadlines.make
     const transport = yield* Transport
     const connections = new Set<ConnectionHandle>()

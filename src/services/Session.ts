@@ -98,6 +98,8 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   private outcome: Outcome | undefined = undefined
   private closeTimer: Deadlines.Deadline = Deadlines.none
   private catchUpTimer: Deadlines.Deadline = Deadlines.none
+  /** Reading ended; the handler is given a moment to catch up before the closing sequence goes on. */
+  private awaitingCatchUp = false
   private pausedForInbox = false
   /** The handler has answered every message it was given (it asked for more after the end, or it returned). */
   private caughtUp = false
@@ -369,7 +371,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   onCaughtUp(): void {
     if (this.caughtUp) return
     this.caughtUp = true
-    if (this.outcome === "done" && this.protocol.closeHeld) this.releaseClose()
+    if (this.outcome === "done" && this.awaitingCatchUp) this.releaseClose()
   }
 
   onInflateError(error: ProtocolError): void {
@@ -411,11 +413,14 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     this.phase = "Discarding"
     if (outcome !== "done") this.protocol.abort(outcome === "heartbeat" ? "heartbeat timeout" : "close timeout")
     this.incoming.resume()
-    const held = outcome === "done" && this.protocol.closeHeld
+    // Wait for the handler with our close held, or at the peer's EOF with a compressed message not
+    // yet inflated: its inflation may still fail the connection, and the 1007 must go out (§7.1.7).
+    const held = outcome === "done" && (this.protocol.closeHeld || (this.eof && this.inbox.holdsCompressed))
+    this.awaitingCatchUp = held
     // Ending the inbox may find the handler waiting: it has caught up, and the close goes at once.
     this.inbox.end()
     if (!held) return this.afterReading()
-    if (!this.protocol.closeHeld) return // released (and the sequence continued) during end()
+    if (!this.awaitingCatchUp) return // released (and the sequence continued) during end()
     if (this.caughtUp) return this.releaseClose()
     // The handler has a moment to answer what came before the close; then our close goes anyway.
     this.catchUpTimer = this.server.deadlines.add(
@@ -425,7 +430,8 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   }
 
   private releaseClose(): void {
-    if (!this.protocol.closeHeld) return
+    if (!this.awaitingCatchUp) return
+    this.awaitingCatchUp = false
     this.catchUpTimer.cancel()
     this.protocol.releaseClose()
     this.afterReading()

@@ -330,6 +330,33 @@ describe("receiveEof: the TCP connection ended", () => {
     p.receiveEof()
     expect(p.closeInfo()).toEqual({ code: 1000, reason: "", wasClean: true, initiatedBy: "peer" })
   })
+  twins("then fail() (a late inflate error): our close frame is still queued, 1007 initiated by us (§7.1.7)", (role) => {
+    for (const holdClose of [false, true]) {
+      const p = open(role, { holdClose })
+      p.receiveEof()
+      p.fail(protocolError("InvalidCompressedData", "inflate failed"))
+      expect(p.closeHeld).toBe(holdClose)
+      p.releaseClose()
+      expect(sent(p)).toMatchObject([{ _tag: "Close", code: 1007 }])
+      expect(p.state).toBe("Closed")
+      expect(p.canSend).toBe(false)
+      expect(p.closeInfo()).toMatchObject({ code: 1007, wasClean: false, initiatedBy: "local" })
+    }
+  })
+  twins("then fail() after the closing handshake or an abort: nothing more is sent", (role) => {
+    const done = open(role)
+    receive(done, closeFrom(role, 1000))
+    done.dataToSend()
+    done.receiveEof()
+    done.fail(protocolError("InvalidUtf8", "late"))
+    expect(done.dataToSend()).toEqual([])
+    expect(done.closeInfo()).toMatchObject({ code: 1000, wasClean: true })
+    const aborted = open(role)
+    aborted.abort("close timeout")
+    aborted.fail(protocolError("InvalidUtf8", "late"))
+    expect(aborted.dataToSend()).toEqual([])
+    expect(aborted.closeInfo()).toMatchObject({ code: 1006, reason: "close timeout" })
+  })
 })
 
 describe("abort: the I/O side gives up on the peer", () => {

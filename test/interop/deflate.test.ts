@@ -15,8 +15,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import type { DeflateOptions } from "../../src/domain/PerMessageDeflate.ts"
 import { liveZlibStreams } from "../../src/services/Compression.ts"
+import type { CloseInfo } from "../../src/services/Connection.ts"
 import type { App } from "../../src/services/Reactor.ts"
-import { connect, Opcode, type RawClient, Rsv, textOf } from "../conformance/RawClient.ts"
+import { connect, encodeFrame, Opcode, type RawClient, Rsv, textOf } from "../conformance/RawClient.ts"
 import { type RunningServer, startServer } from "../support/TcpServer.ts"
 import { withTimeout as boundedWait } from "../support/Timeout.ts"
 
@@ -507,6 +508,45 @@ describe("permessage-deflate on the wire (raw client)", () => {
       await client.closeCleanly()
     })
   })
+})
+
+describe("a bad compressed message followed at once by the peer's FIN", () => {
+  // The inflate error comes after zlib, when the peer's EOF may already be read: our write side is
+  // still open, so the close frame 1007 must still go out (RFC 6455 §7.1.7, §8.1).
+  let server: RunningServer
+  const closes: Array<CloseInfo> = []
+  beforeAll(async () => {
+    server = await startServer(echoApp, { perMessageDeflate: true, hooks: { onClose: (_, info) => closes.push(info) } })
+  })
+  afterAll(async () => {
+    await server?.close()
+  })
+
+  const cases = [
+    ["corrupt deflate data", Buffer.from([0xff, 0xff, 0xff, 0xff])],
+    ["deflated invalid UTF-8", Buffer.from([0x68, 0x69, 0xc3, 0x28])]
+  ] as const
+  for (const [what, bytes] of cases) {
+    for (const sameWrite of [false, true]) {
+      it(`${what}, then FIN ${sameWrite ? "in the same TCP write" : "right after"}: close 1007, reported as 1007`, async () => {
+        const client = await rawConnect(server.port, ["permessage-deflate"])
+        const before = closes.length
+        const payload = what === "corrupt deflate data" ? bytes : deflate(bytes)
+        const frame = encodeFrame({ opcode: Opcode.text, rsv: Rsv.rsv1, payload })
+        if (sameWrite) client.socket.end(frame)
+        else {
+          client.sendRaw(frame)
+          client.socket.end()
+        }
+        const close = await client.nextFrame()
+        expect(close.opcode).toBe(Opcode.close)
+        expect(close.payload.readUInt16BE(0)).toBe(1007)
+        await client.expectTcpClosed()
+        await expect.poll(() => closes.length, { timeout: WAIT_MS }).toBe(before + 1)
+        expect(closes[before]).toMatchObject({ code: 1007, wasClean: false, initiatedBy: "local" })
+      })
+    }
+  }
 })
 
 // ---------------------------------------------------------------- 3. decompression bomb

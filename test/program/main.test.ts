@@ -150,10 +150,20 @@ describe("node src/main.ts", () => {
   })
 
   // One clear line on stderr and exit 2: no help dump, no SchemaError, no stack.
+  const freePort = ["--port", "0", "--host", "127.0.0.1"] as const
   for (
     const [label, args, env, line] of [
       ["PORT=abc", [], { PORT: "abc" }, `wsreactor: PORT must be an integer from 0 to 65535 (0 picks a free port), got "abc"`],
-      ["--port 99999", ["--port", "99999"], {}, "wsreactor: --port must be an integer from 0 to 65535 (0 picks a free port), got 99999"]
+      ["--port 99999", ["--port", "99999"], {}, "wsreactor: --port must be an integer from 0 to 65535 (0 picks a free port), got 99999"],
+      // A chat cap of 0 is refused, not raised to 1 (a free port: a regression must not take 8888).
+      [
+        "--max-room-members 0",
+        ["--max-room-members", "0", ...freePort],
+        {},
+        "wsreactor: --max-room-members (env MAX_ROOM_MEMBERS) must be an integer from 1 to 10000000, got 0"
+      ],
+      ["--max-rooms 0", ["--max-rooms", "0", ...freePort], {}, "wsreactor: --max-rooms (env MAX_ROOMS) must be an integer from 1 to 10000000, got 0"],
+      ["MAX_ROOMS=0", freePort, { MAX_ROOMS: "0" }, "wsreactor: --max-rooms (env MAX_ROOMS) must be an integer from 1 to 10000000, got 0"]
     ] as const
   ) {
     it(`${label}: one line on stderr, exit 2`, async () => {

@@ -18,6 +18,7 @@ import { afterEach, describe, expect, it } from "vitest"
 import WebSocket from "ws"
 import { defaultDeflateOptions, type DeflateParams } from "../../src/domain/PerMessageDeflate.ts"
 import { CompressionLimiter, FairScheduler, liveZlibStreams, makeCompressor } from "../../src/services/Compression.ts"
+import * as Metrics from "../../src/services/Metrics.ts"
 import type { App } from "../../src/services/Reactor.ts"
 import { encodeFrame, Opcode, Rsv } from "../conformance/RawClient.ts"
 import { startServer } from "../support/TcpServer.ts"
@@ -288,6 +289,43 @@ describe("through the server", () => {
     await sleep(50)
     const d = await open(server.port, true)
     expect(d.extensions).toContain("permessage-deflate")
+  }, 30_000)
+
+  it("/metrics counts the connections holding zlib state and the offers declined at the cap", async () => {
+    const metrics = Metrics.makeIsolated()
+    const server = await startServer(echoApp, {
+      perMessageDeflate: { maxCompressingConnections: 2, idleReleaseMs: 100 },
+      hooks: metrics.hooks
+    })
+    cleanups.push(() => server.close())
+    const scrape = async () => {
+      const text = await Effect.runPromise(metrics.render)
+      const value = (name: string) => {
+        const line = text.split("\n").find((l) => l.startsWith(`${name} `))
+        return line === undefined ? undefined : Number(line.slice(name.length + 1))
+      }
+      return { zlib: value(Metrics.names.zlibConnections), declined: value(Metrics.names.compressionDeclined) }
+    }
+    expect(await scrape()).toEqual({ zlib: 0, declined: 0 })
+    // a keeps the client's window (context takeover), b agreed client_no_context_takeover
+    const a = await open(server.port, { threshold: 0 })
+    const b = await open(server.port, { threshold: 0, clientNoContextTakeover: true })
+    expect(b.extensions).toContain("client_no_context_takeover")
+    expect(await scrape()).toEqual({ zlib: 0, declined: 0 }) // zlib streams are made on first use
+    const big = "hello ".repeat(1000)
+    await echo(a.ws, big)
+    await echo(b.ws, big)
+    expect((await scrape()).zlib).toBe(2)
+    const c = await open(server.port, true)
+    expect(c.extensions).toBeUndefined()
+    expect(await scrape()).toEqual({ zlib: 2, declined: 1 })
+    // Idle: b gives both streams back; a only its deflater (its inflater holds the client's window).
+    await expect.poll(async () => (await scrape()).zlib, { timeout: 5_000 }).toBe(1)
+    await sleep(200)
+    expect((await scrape()).zlib).toBe(1)
+    // a's close releases the rest.
+    a.ws.close()
+    await expect.poll(async () => (await scrape()).zlib, { timeout: 5_000 }).toBe(0)
   }, 30_000)
 
   it("an idle connection's zlib streams are released while it stays open", async () => {
