@@ -20,7 +20,7 @@
  *   values (Host, key, path) have such characters removed or escaped instead.
  *   Extra headers that name a header the builder manages itself are dropped.
  */
-import { createHash } from "node:crypto"
+import * as Crypto from "node:crypto"
 import * as Data from "effect/Data"
 import { isToken, parseExtensions } from "./Extensions.ts"
 import type { ExtensionOffer } from "./Extensions.ts"
@@ -51,12 +51,27 @@ export interface HttpResponseHead {
   readonly headers: ReadonlyArray<readonly [string, string]>
 }
 
+// Header lookups run a dozen times per handshake over every header: they compare names in
+// place (ASCII case folding, length first) instead of lowercasing a copy of each name.
+const sameName = (name: string, lower: string): boolean =>
+  name.length === lower.length && sameAt(name, 0, lower)
+
+// `text` from `at` holds `lower` (ASCII case-insensitive); the caller checked the length.
+const sameAt = (text: string, at: number, lower: string): boolean => {
+  for (let i = 0; i < lower.length; i++) {
+    const c = text.charCodeAt(at + i)
+    if ((c >= 0x41 && c <= 0x5a ? c + 0x20 : c) !== lower.charCodeAt(i)) return false
+  }
+  return true
+}
+
 /** Every value of a header, case-insensitive name, in order. */
 const headerValues = (message: { readonly headers: Headers }, name: string): Array<string> => {
   const lower = name.toLowerCase()
   const out: Array<string> = []
-  for (const [n, v] of message.headers) {
-    if (n.toLowerCase() === lower) out.push(v)
+  const headers = message.headers
+  for (let i = 0; i < headers.length; i++) {
+    if (sameName(headers[i]![0], lower)) out.push(headers[i]![1])
   }
   return out
 }
@@ -69,16 +84,39 @@ const headerValues = (message: { readonly headers: Headers }, name: string): Arr
  * header({ headers: [["Upgrade", "websocket"]] }, "upgrade") // "websocket"
  */
 export const header = (message: { readonly headers: Headers }, name: string): string | undefined => {
-  const values = headerValues(message, name)
-  return values.length === 0 ? undefined : values.join(", ")
+  const lower = name.toLowerCase()
+  const headers = message.headers
+  let found: string | undefined
+  for (let i = 0; i < headers.length; i++) {
+    if (!sameName(headers[i]![0], lower)) continue
+    if (found !== undefined) return headerValues(message, name).join(", ")
+    found = headers[i]![1]
+  }
+  return found
 }
 
 /** Split a comma list into trimmed, non-empty elements (RFC 9110 §5.6.1). */
 const commaList = (value: string | undefined): Array<string> =>
   value === undefined ? [] : value.split(",").map((s) => s.trim()).filter((s) => s.length > 0)
 
-const hasToken = (value: string | undefined, token: string): boolean =>
-  commaList(value).some((t) => t.toLowerCase() === token)
+const isSpace = (c: number): boolean => c === 0x20 || c === 0x09
+
+/** Does the comma list hold `token` (lowercase), any case? Scanned in place (RFC 9110 §5.6.1). */
+const hasToken = (value: string | undefined, token: string): boolean => {
+  if (value === undefined) return false
+  let start = 0
+  while (start <= value.length) {
+    let end = value.indexOf(",", start)
+    if (end === -1) end = value.length
+    let a = start
+    let b = end
+    while (a < b && isSpace(value.charCodeAt(a))) a++
+    while (b > a && isSpace(value.charCodeAt(b - 1))) b--
+    if (b - a === token.length && sameAt(value, a, token)) return true
+    start = end + 1
+  }
+  return false
+}
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -524,10 +562,12 @@ export const validateUpgrade = (
     ({ _tag: "Error", error: fail(status, reason, detail) }) as const
   // §4.2.1 item 1
   if (request.method !== "GET") return error(405, "MethodNotAllowed", `method ${request.method} is not GET`)
-  const version = /^HTTP\/([0-9])\.([0-9])$/.exec(request.version)
-  if (version === null) return error(400, "BadVersion", `bad HTTP version ${request.version}`)
-  if (version[1] !== "1") return error(505, "BadVersion", `${request.version} is not supported`)
-  if (version[2] === "0") return error(400, "BadVersion", "a WebSocket upgrade needs HTTP/1.1 or higher")
+  if (request.version !== "HTTP/1.1") {
+    const version = /^HTTP\/([0-9])\.([0-9])$/.exec(request.version)
+    if (version === null) return error(400, "BadVersion", `bad HTTP version ${request.version}`)
+    if (version[1] !== "1") return error(505, "BadVersion", `${request.version} is not supported`)
+    if (version[2] === "0") return error(400, "BadVersion", "a WebSocket upgrade needs HTTP/1.1 or higher")
+  }
   // §4.2.1 item 2; RFC 9112 §3.2: missing or repeated Host is a 400
   const hosts = headerValues(request, "host")
   if (hosts.length !== 1) return error(400, "MissingHost", hosts.length === 0 ? "missing Host" : "several Host headers")
@@ -585,7 +625,12 @@ export const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
  * acceptKey("dGhlIHNhbXBsZSBub25jZQ==") // "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
  */
 export const acceptKey = (key: string): string =>
-  createHash("sha1").update(key + WEBSOCKET_GUID, "latin1").digest("base64")
+  // crypto.hash (Node 21.7+) is one native call, with no Hash object per handshake.
+  typeof cryptoHash === "function"
+    ? cryptoHash("sha1", key + WEBSOCKET_GUID, "base64")
+    : Crypto.createHash("sha1").update(key + WEBSOCKET_GUID, "latin1").digest("base64")
+
+const cryptoHash = (Crypto as { readonly hash?: (algorithm: string, data: string, encoding: "base64") => string }).hash
 
 const REASONS: Record<number, string> = {
   101: "Switching Protocols",
@@ -656,8 +701,12 @@ export const acceptResponse = (options: {
       "sec-websocket-extensions"
     ]) +
     "\r\n"
-  return encoder.encode(head)
+  return utf8Bytes(head)
 }
+
+// On Node, a slice of Buffer's shared pool instead of an ArrayBuffer of its own per handshake.
+const utf8Bytes = (text: string): Uint8Array =>
+  typeof Buffer === "function" ? Buffer.from(text, "utf8") : encoder.encode(text)
 
 /**
  * A complete HTTP/1.1 response with Content-Length and `Connection: close`.
