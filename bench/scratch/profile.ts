@@ -136,3 +136,19 @@ if (callersOf !== undefined) {
   }
   for (const [k, v] of [...by].sort((a, b) => b[1] - a[1]).slice(0, 8)) console.log(`callers ${(100 * v / busy).toFixed(2)} %  ${k}`)
 }
+// ROOTS=1: time under each top-level entry (the event loop's callbacks), µs per message.
+if (process.env.ROOTS !== undefined) {
+  const rootOf = new Map<string, number>()
+  for (let i = 0; i < profile.samples.length; i++) {
+    let id: number = profile.samples[i]!
+    let below = id
+    for (let p = parent.get(id); p !== undefined; p = parent.get(p)) {
+      below = id
+      id = p
+    }
+    const f = byId.get(below)!.callFrame
+    const key = `${f.functionName || "(anon)"} ${f.url.split("/").pop()}:${f.lineNumber + 1}`
+    rootOf.set(key, (rootOf.get(key) ?? 0) + (profile.timeDeltas[i] ?? 0))
+  }
+  for (const [k, v] of [...rootOf].sort((a, b) => b[1] - a[1]).slice(0, 12)) console.log(`root ${perMsg(v).padStart(8)} µs/msg  ${k}`)
+}
