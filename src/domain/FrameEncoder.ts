@@ -45,41 +45,72 @@ const headerLength = (payloadLength: number, masked: boolean): number =>
 
 // Write the header into `out` at 0; returns its length.
 const writeHeader = (out: Uint8Array, options: FrameOptions, payloadLength: number): number => {
+  const at = writeHeaderAt(
+    out,
+    0,
+    (options.fin === false ? 0 : 0x80) | (options.rsv1 === true ? 0x40 : 0) | (options.opcode & 0x0f),
+    options.mask === undefined ? 0 : 0x80,
+    payloadLength
+  )
   const mask = options.mask
-  out[0] = (options.fin === false ? 0 : 0x80) | (options.rsv1 === true ? 0x40 : 0) | (options.opcode & 0x0f)
-  const maskBit = mask === undefined ? 0 : 0x80
-  let at: number
+  if (mask === undefined) return at
+  out[at] = mask[0]!
+  out[at + 1] = mask[1]!
+  out[at + 2] = mask[2]!
+  out[at + 3] = mask[3]!
+  return at + 4
+}
+
+// The first byte, then the length in its 7-, 16- or 64-bit form, at `at`; returns where the header ends.
+const writeHeaderAt = (out: Uint8Array, at: number, first: number, maskBit: number, payloadLength: number): number => {
+  out[at] = first
   if (payloadLength < 126) {
-    out[1] = maskBit | payloadLength
-    at = 2
-  } else if (payloadLength < 0x10000) {
-    out[1] = maskBit | 126
-    out[2] = payloadLength >>> 8
-    out[3] = payloadLength & 0xff
-    at = 4
-  } else {
-    // 64-bit length as two 32-bit halves (no BigInt).
-    out[1] = maskBit | 127
-    const hi = Math.floor(payloadLength / 0x100000000)
-    const lo = payloadLength >>> 0
-    out[2] = hi >>> 24
-    out[3] = (hi >>> 16) & 0xff
-    out[4] = (hi >>> 8) & 0xff
-    out[5] = hi & 0xff
-    out[6] = lo >>> 24
-    out[7] = (lo >>> 16) & 0xff
-    out[8] = (lo >>> 8) & 0xff
-    out[9] = lo & 0xff
-    at = 10
+    out[at + 1] = maskBit | payloadLength
+    return at + 2
   }
-  if (mask !== undefined) {
-    out[at] = mask[0]!
-    out[at + 1] = mask[1]!
-    out[at + 2] = mask[2]!
-    out[at + 3] = mask[3]!
-    at += 4
+  if (payloadLength < 0x10000) {
+    out[at + 1] = maskBit | 126
+    out[at + 2] = payloadLength >>> 8
+    out[at + 3] = payloadLength & 0xff
+    return at + 4
   }
-  return at
+  // 64-bit length as two 32-bit halves (no BigInt).
+  out[at + 1] = maskBit | 127
+  const hi = Math.floor(payloadLength / 0x100000000)
+  const lo = payloadLength >>> 0
+  out[at + 2] = hi >>> 24
+  out[at + 3] = (hi >>> 16) & 0xff
+  out[at + 4] = (hi >>> 8) & 0xff
+  out[at + 5] = hi & 0xff
+  out[at + 6] = lo >>> 24
+  out[at + 7] = (lo >>> 16) & 0xff
+  out[at + 8] = (lo >>> 8) & 0xff
+  out[at + 9] = lo & 0xff
+  return at + 10
+}
+
+/** Bytes an unmasked frame with this payload takes. */
+export const unmaskedFrameLength = (payloadLength: number): number => headerLength(payloadLength, false) + payloadLength
+
+/**
+ * Write a whole unmasked frame (server role) into `out` at `at`; returns
+ * where it ends. `out` must have `unmaskedFrameLength(payload.length)` bytes
+ * free there.
+ *
+ * @example
+ * const end = writeUnmaskedFrame(out, 0, Opcode.Binary, true, false, bytes)
+ */
+export const writeUnmaskedFrame = (
+  out: Uint8Array,
+  at: number,
+  opcode: number,
+  fin: boolean,
+  rsv1: boolean,
+  payload: Uint8Array
+): number => {
+  const start = writeHeaderAt(out, at, (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f), 0, payload.length)
+  out.set(payload, start)
+  return start + payload.length
 }
 
 /**

@@ -26,6 +26,7 @@
 import * as CloseCode from "./CloseCode.ts"
 import * as FrameDecoder from "./FrameDecoder.ts"
 import * as FrameEncoder from "./FrameEncoder.ts"
+import { Opcode } from "./Opcode.ts"
 import type { ProtocolError } from "./ProtocolError.ts"
 
 export type Role = "server" | "client"
@@ -71,6 +72,25 @@ export interface ProtocolOptions {
   readonly autoPong?: boolean | undefined
 }
 
+// Small outgoing frames (server role) are written straight into shared, append-only arenas: a
+// connection's frames of one turn end up side by side there and go out as one view, where
+// each frame used to be a buffer of its own that the outbox then copied together again.
+// A region is never written twice (the cursor only moves on; a full arena is replaced and
+// lives as long as views of it do), so a view handed out stays valid. 8 KiB, as Buffer's pool:
+// a queued frame keeps no more memory alive than a pool slice did.
+const ARENA_SIZE = 8 * 1024
+/** Payloads up to this size are staged; larger ones keep their own buffer (written by reference). */
+const STAGE_MAX = 4096
+const newArena = (): Uint8Array =>
+  typeof Buffer === "function" ? Buffer.allocUnsafeSlow(ARENA_SIZE) : new Uint8Array(ARENA_SIZE)
+let arena: Uint8Array | undefined
+let arenaCursor = 0
+// On Node a Buffer view: the socket takes it as is (a plain Uint8Array would be wrapped again).
+const view = (buffer: Uint8Array, start: number, end: number): Uint8Array =>
+  typeof Buffer === "function"
+    ? Buffer.from(buffer.buffer, buffer.byteOffset + start, end - start)
+    : buffer.subarray(start, end)
+
 const NO_EVENTS: ReadonlyArray<Event> = Object.freeze([])
 const NO_DATA: Array<Uint8Array> = []
 // `output` while nothing is queued: never pushed to (see `queue()`), so an idle connection holds no array.
@@ -98,6 +118,10 @@ export class Protocol {
   private readonly holdClose: boolean
   private readonly autoPong: boolean
   private output: Array<Uint8Array> = NO_OUTPUT
+  /** The arena holding this connection's staged frames not yet in `output`, and where they lie. */
+  private staged: Uint8Array | undefined = undefined
+  private stagedStart = 0
+  private stagedEnd = 0
   private heldClose: Uint8Array | undefined = undefined
   private discarding = false
   private eof = false
@@ -186,6 +210,11 @@ export class Protocol {
    */
   sendMessage(binary: boolean, payload: Uint8Array, compressed = false): boolean {
     if (!this.canSend) return false
+    const length = payload.length
+    if (this.maskKey === undefined && length <= STAGE_MAX && (this.fragmentSize === undefined || length <= this.fragmentSize)) {
+      this.stage(binary ? Opcode.Binary : Opcode.Text, compressed, payload)
+      return true
+    }
     const output = this.queue()
     const before = output.length
     FrameEncoder.encodeMessage({
@@ -299,6 +328,7 @@ export class Protocol {
 
   /** The frames queued since the last call, in order; the caller writes them. */
   dataToSend(): Array<Uint8Array> {
+    this.seal()
     if (this.output.length === 0) return NO_DATA
     const out = this.output
     this.output = NO_OUTPUT
@@ -349,8 +379,40 @@ export class Protocol {
 
   // ---------------------------------------------------------------- internals
 
+  // Everything queued goes through here: staged frames are sealed first, so order is kept.
   private queue(): Array<Uint8Array> {
+    if (this.staged !== undefined) this.seal()
     return this.output === NO_OUTPUT ? (this.output = []) : this.output
+  }
+
+  // Append one unmasked frame to this connection's staged run, which grows in place while
+  // nothing else was written to the arena after it; otherwise the run is sealed and a new one begins.
+  private stage(opcode: number, compressed: boolean, payload: Uint8Array): void {
+    const need = FrameEncoder.unmaskedFrameLength(payload.length)
+    let target = arena
+    if (target === undefined || this.staged !== target || this.stagedEnd !== arenaCursor || target.length - arenaCursor < need) {
+      this.seal()
+      if (target === undefined || target.length - arenaCursor < need) {
+        target = arena = newArena()
+        arenaCursor = 0
+      }
+      this.staged = target
+      this.stagedStart = this.stagedEnd = arenaCursor
+    }
+    const end = FrameEncoder.writeUnmaskedFrame(target, this.stagedEnd, opcode, true, compressed, payload)
+    this.stagedEnd = arenaCursor = end
+    this.bufferedBytes += need
+  }
+
+  // Move the staged run into `output` as one view.
+  private seal(): void {
+    const staged = this.staged
+    if (staged === undefined) return
+    this.staged = undefined
+    if (this.stagedEnd > this.stagedStart) {
+      if (this.output === NO_OUTPUT) this.output = []
+      this.output.push(view(staged, this.stagedStart, this.stagedEnd))
+    }
   }
 
   private push(frame: Uint8Array): void {

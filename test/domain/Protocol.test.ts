@@ -422,6 +422,88 @@ describe("dataToSend and bufferedBytes", () => {
   })
 })
 
+describe("staged small frames (server role: written into shared arenas)", () => {
+  const decodeAll = (frames: ReadonlyArray<Uint8Array>) => {
+    const decoder = FrameDecoder.make({ role: "client", maxMessageSize: 1 << 30 })
+    const result = decoder.feed(concatBytes(frames))
+    expect(result.error).toBeUndefined()
+    return result.events.map(plain)
+  }
+  it("one turn's small messages go out as one buffer", () => {
+    const p = open("server")
+    for (let i = 0; i < 10; i++) p.sendBinary(new Uint8Array([i, i, i]))
+    const out = p.dataToSend()
+    expect(out).toHaveLength(1)
+    expect(out[0]!.length).toBe(10 * 5)
+    expect(decodeAll(out)).toEqual(Array.from({ length: 10 }, (_, i) => bin(new Uint8Array([i, i, i]))))
+  })
+  it("a view handed out is never overwritten by later frames of any connection", () => {
+    const a = open("server")
+    a.sendText(enc("kept as it was"))
+    const held = a.dataToSend()
+    const before = Array.from(concatBytes(held))
+    // Enough traffic from other connections to fill and replace several arenas.
+    const others = Array.from({ length: 5 }, () => open("server"))
+    for (let i = 0; i < 2000; i++) others[i % 5]!.sendBinary(new Uint8Array(100).fill(i & 0xff))
+    for (const o of others) o.dataToSend()
+    expect(Array.from(concatBytes(held))).toEqual(before)
+    expect(decodeAll(held)).toEqual([msg("kept as it was")])
+  })
+  it("payloads around the staging limit and the arena size keep their order with large ones", () => {
+    const p = open("server")
+    const sizes = [0, 1, 125, 126, 4095, 4096, 4097, 8000, 65535, 65536, 3, 4096, 4096, 4096]
+    const payloads = sizes.map((n, i) => new Uint8Array(n).fill(i + 1))
+    for (const payload of payloads) p.sendBinary(payload)
+    p.sendPing(enc("ping"))
+    p.sendText(enc("after"))
+    expect(p.bufferedBytes).toBe(p.dataToSend().reduce((n, b) => n + b.length, 0))
+    for (const payload of payloads) p.sendBinary(payload)
+    p.sendPing(enc("ping"))
+    p.sendText(enc("after"))
+    expect(decodeAll(p.dataToSend())).toEqual([...payloads.map(bin), ping("ping"), msg("after")])
+  })
+  it("property: connections sending in any interleaving each get exactly their own frames, in order", () => {
+    fc.assert(
+      fc.property(
+        fc.array(
+          fc.record({
+            conn: fc.integer({ min: 0, max: 3 }),
+            kind: fc.constantFrom("text", "binary", "ping", "take"),
+            payload: fc.uint8Array({ maxLength: 5000 })
+          }),
+          { maxLength: 120 }
+        ),
+        (steps) => {
+          const conns = Array.from({ length: 4 }, () => open("server"))
+          const expected: Array<Array<unknown>> = conns.map(() => [])
+          const written: Array<Array<Uint8Array>> = conns.map(() => [])
+          for (const step of steps) {
+            const p = conns[step.conn]!
+            if (step.kind === "take") written[step.conn]!.push(...p.dataToSend())
+            else if (step.kind === "ping") {
+              const payload = step.payload.subarray(0, 125)
+              p.sendPing(payload)
+              expected[step.conn]!.push({ _tag: "Ping", data: Array.from(payload) })
+            } else if (step.kind === "binary") {
+              p.sendBinary(step.payload)
+              expected[step.conn]!.push(bin(step.payload))
+            } else {
+              const t = Array.from(step.payload, (b) => String.fromCharCode(0x61 + (b % 26))).join("")
+              p.sendText(enc(t))
+              expected[step.conn]!.push(msg(t))
+            }
+          }
+          conns.forEach((p, i) => {
+            written[i]!.push(...p.dataToSend())
+            expect(decodeAll(written[i]!)).toEqual(expected[i])
+          })
+        }
+      ),
+      { numRuns: 200 }
+    )
+  })
+})
+
 describe("masking (RFC 6455 §5.3)", () => {
   twins("client frames are masked with a fresh key from the source; server frames never", (role) => {
     const p = new Protocol({ role, maskKey: countingKeys() }) // a server ignores the source
