@@ -223,7 +223,14 @@ export interface ResponseParser {
 
 type HeadStep =
   | { readonly _tag: "NeedMore"; readonly state: HeadState }
-  | { readonly _tag: "Done"; readonly start: StartLine; readonly headers: Headers; readonly rest: Uint8Array }
+  | {
+    readonly _tag: "Done"
+    readonly start: StartLine
+    readonly headers: Headers
+    readonly rest: Uint8Array
+    /** The head's text as received, when it came whole in this chunk. */
+    readonly raw: string | undefined
+  }
   | { readonly _tag: "Invalid"; readonly error: HandshakeError }
 
 const LF = 0x0a
@@ -378,7 +385,12 @@ const stepHead = (state: HeadState, chunk: Uint8Array): HeadStep => {
       continue
     }
     if (line.length === 0) {
-      return { _tag: "Done", start, headers: reverse(headers), rest: chunk.subarray(i + 1) }
+      // The head as received (the latin1 string already decoded) when the chunk held it and
+      // nothing else: a slice of a longer text would keep the bytes after the head alive too.
+      const raw = state.consumed === 0 && state.pending === 0 && text !== undefined && i + 1 === text.length
+        ? text
+        : undefined
+      return { _tag: "Done", start, headers: reverse(headers), rest: chunk.subarray(i + 1), raw }
     }
     const field = parseFieldLine(line)
     if (field instanceof HandshakeError) return { _tag: "Invalid", error: field }
@@ -406,7 +418,13 @@ export const initialRequestParser = (options?: Partial<ParserOptions>): RequestP
 /** One step of {@link stepRequest}. `rest` is a view of the bytes after the blank line. */
 export type RequestStep =
   | { readonly _tag: "NeedMore"; readonly parser: RequestParser }
-  | { readonly _tag: "Request"; readonly request: HttpRequest; readonly rest: Uint8Array }
+  | {
+    readonly _tag: "Request"
+    readonly request: HttpRequest
+    readonly rest: Uint8Array
+    /** The head's text as received, when it came in one chunk (see {@link requestHeadText}). */
+    readonly raw?: string | undefined
+  }
   | { readonly _tag: "Invalid"; readonly error: HandshakeError }
 
 /**
@@ -436,7 +454,7 @@ export const stepRequest = (parser: RequestParser, chunk: Uint8Array): RequestSt
         version: start.version,
         headers: step.headers
       }
-      return { _tag: "Request", request, rest: step.rest }
+      return { _tag: "Request", request, rest: step.rest, raw: step.raw }
     }
   }
 }
@@ -460,6 +478,21 @@ export const formatRequestHead = (request: HttpRequest): string => {
   parts.push("\r\n")
   return parts.join("")
 }
+
+/**
+ * The request head as one string that starts with "METHOD target ": the text
+ * as it was received when there is one (no second copy of it), else
+ * {@link formatRequestHead}. `parseRequestHead` reads either back.
+ *
+ * @example
+ * const step = stepRequest(parser, bytes)
+ * if (step._tag === "Request") keep(requestHeadText(step.request, step.raw))
+ */
+export const requestHeadText = (request: HttpRequest, raw: string | undefined): string =>
+  raw !== undefined && raw.startsWith(request.method) && raw.charCodeAt(request.method.length) === 0x20 &&
+    raw.startsWith(request.target, request.method.length + 1)
+    ? raw
+    : formatRequestHead(request)
 
 /** Parse a head made by {@link formatRequestHead} (or any complete request head). */
 export const parseRequestHead = (head: string): HttpRequest | HandshakeError => {

@@ -83,6 +83,8 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   private parser: Handshake.RequestParser | undefined
   private head: Head | undefined = undefined
   private headWaiter: ((head: Head) => void) | undefined = undefined
+  /** The request head's text as received (see `Handshake.requestHeadText`), until the connection takes it. */
+  rawHead: string | undefined = undefined
   /** Bytes after the request head, for the frame decoder once the upgrade is accepted. */
   private early: Array<Uint8Array> = []
   private earlyBytes = 0
@@ -190,6 +192,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
         return this.headComplete({ _tag: "Invalid", error: result.error })
       default:
         if (result.rest.length > 0) this.early.push(result.rest)
+        this.rawHead = result.raw
         return this.headComplete({ _tag: "Request", request: result.request })
     }
   }
@@ -576,7 +579,8 @@ class LiveConnection extends Sending.ConnectionBase implements Connection {
     this.id = nextConnectionId++
     this.session = session
     this.peer = peer
-    const head = Handshake.formatRequestHead(request)
+    const head = Handshake.requestHeadText(request, session.rawHead)
+    session.rawHead = undefined
     this.head = head
     // A view of the head string (it starts after "METHOD "): the parsed path would keep the
     // whole decoded request chunk alive.

@@ -12,6 +12,8 @@ import {
   initialResponseParser,
   isUpgradeAttempt,
   rejectResponse,
+  parseRequestHead,
+  requestHeadText,
   stepRequest,
   stepResponse,
   validateResponse,
@@ -47,6 +49,17 @@ const chrome = [
 ].join("\r\n")
 
 /** Feed all chunks; stop at the first final step; return it with the unfed bytes appended to rest. */
+// The final step as the parser gave it (raw included).
+const feedRequestSteps = (chunks: ReadonlyArray<Uint8Array>): RequestStep => {
+  let parser = initialRequestParser()
+  for (const chunk of chunks) {
+    const step = stepRequest(parser, chunk)
+    if (step._tag !== "NeedMore") return step
+    parser = step.parser
+  }
+  return { _tag: "NeedMore", parser }
+}
+
 const feedRequest = (chunks: ReadonlyArray<Uint8Array>, options?: { maxHeaderBytes: number }): RequestStep => {
   let parser = initialRequestParser(options)
   for (let i = 0; i < chunks.length; i++) {
@@ -57,7 +70,10 @@ const feedRequest = (chunks: ReadonlyArray<Uint8Array>, options?: { maxHeaderByt
     }
     if (step._tag === "Request") {
       const rest = concat([step.rest, ...chunks.slice(i + 1)])
-      return { ...step, rest }
+      // The head text a connection keeps (as received, or formatted) reads back as the same request.
+      const { raw, ...request } = step
+      expect(parseRequestHead(requestHeadText(step.request, raw))).toEqual(step.request)
+      return { ...request, rest }
     }
     return step
   }
@@ -234,6 +250,23 @@ describe("stepRequest", () => {
     const bytewise = feedRequest(Array.from(data, (b) => new Uint8Array([b])))
     expect(bytewise).toEqual(whole)
     expect(whole._tag === "Request" && Array.from(whole.rest)).toEqual([1, 2, 3])
+  })
+
+  it("keeps the head's text as received when it came in one chunk (no formatted copy)", () => {
+    const head = "GET /chat?room=a HTTP/1.1\nHost: example.com\r\nUpgrade: websocket\r\n\r\n"
+    const step = stepRequest(initialRequestParser(), bytes(head))
+    expect(step._tag === "Request" && step.raw).toBe(head)
+    expect(step._tag === "Request" && requestHeadText(step.request, step.raw)).toBe(head)
+    // Bytes after the head in the same chunk: no text of the chunk is kept (it would hold them too).
+    const withFrame = stepRequest(initialRequestParser(), concat([bytes(head), new Uint8Array([0x81])]))
+    expect(withFrame._tag === "Request" && withFrame.raw).toBeUndefined()
+    // In pieces there is no single text: the head is formatted from the parsed request.
+    const split = feedRequestSteps([bytes(head.slice(0, 10)), bytes(head.slice(10))])
+    expect(split._tag === "Request" && split.raw).toBeUndefined()
+    // Empty lines before the request line are allowed (RFC 9112 §2.2); the kept text starts at the method.
+    const leading = stepRequest(initialRequestParser(), bytes("\r\n" + head))
+    expect(leading._tag === "Request" && leading.raw).toBe("\r\n" + head)
+    expect(leading._tag === "Request" && requestHeadText(leading.request, leading.raw).startsWith("GET /chat?room=a ")).toBe(true)
   })
 
   it("parser states are persistent values (an old state can be reused)", () => {
