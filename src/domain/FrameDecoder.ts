@@ -122,7 +122,8 @@ export class Decoder {
     const events: Array<DecoderEvent> = []
     const error = run(this, events)
     if (error !== undefined) finish(this)
-    return { events, error }
+    // Most reads of a large message complete nothing: no result object for them.
+    return events.length === 0 && error === undefined ? NOTHING : { events, error }
   }
 
   /**
@@ -196,8 +197,18 @@ const skip = (s: DecoderState, n: number): void => {
   let off = s.offset + n
   let c = 0
   while (c < chunks.length && off >= chunks[c]!.length) off -= chunks[c++]!.length
-  if (c > 0) chunks.splice(0, c)
+  if (c > 0) dropFirst(chunks, c)
   s.offset = off
+}
+
+// Drop the first `n` chunks: usually all of them (popped: the array keeps its backing store
+// for the next read, where `length = 0` or `splice` would allocate).
+const dropFirst = (chunks: Array<Uint8Array>, n: number): void => {
+  if (n === chunks.length) {
+    while (chunks.length > 0) chunks.pop()
+  } else {
+    chunks.splice(0, n)
+  }
 }
 
 // Copy input into the partial payload, unmasking as it goes (one pass per byte
@@ -233,7 +244,7 @@ const fillPartial = (s: DecoderState): ProtocolError | undefined => {
       s.offset += take
     }
   }
-  if (used > 0) chunks.splice(0, used)
+  if (used > 0) dropFirst(chunks, used)
   if (filled === from) return undefined
   s.partialFilled = filled
   if (s.partialChecked) {
