@@ -89,28 +89,42 @@ const writeHeaderAt = (out: Uint8Array, at: number, first: number, maskBit: numb
   return at + 10
 }
 
-/** Bytes an unmasked frame with this payload takes. */
-export const unmaskedFrameLength = (payloadLength: number): number => headerLength(payloadLength, false) + payloadLength
+/** Bytes a frame with this payload takes (4 more when masked). */
+export const frameLength = (payloadLength: number, masked: boolean): number =>
+  headerLength(payloadLength, masked) + payloadLength
 
 /**
- * Write a whole unmasked frame (server role) into `out` at `at`; returns
- * where it ends. `out` must have `unmaskedFrameLength(payload.length)` bytes
- * free there.
+ * Write a whole frame into `out` at `at`, masked with `mask` when given
+ * (client role: the payload is copied masked, the caller's bytes untouched);
+ * returns where it ends. `out` must have `frameLength(payload.length, masked)`
+ * bytes free there.
  *
  * @example
- * const end = writeUnmaskedFrame(out, 0, Opcode.Binary, true, false, bytes)
+ * const end = writeFrame(out, 0, Opcode.Binary, true, false, bytes, undefined)
  */
-export const writeUnmaskedFrame = (
+export const writeFrame = (
   out: Uint8Array,
   at: number,
   opcode: number,
   fin: boolean,
   rsv1: boolean,
-  payload: Uint8Array
+  payload: Uint8Array,
+  mask: Uint8Array | undefined
 ): number => {
-  const start = writeHeaderAt(out, at, (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f), 0, payload.length)
-  out.set(payload, start)
-  return start + payload.length
+  const first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f)
+  if (mask === undefined) {
+    const start = writeHeaderAt(out, at, first, 0, payload.length)
+    out.set(payload, start)
+    return start + payload.length
+  }
+  const keyAt = writeHeaderAt(out, at, first, 0x80, payload.length)
+  const m0 = mask[0]!, m1 = mask[1]!, m2 = mask[2]!, m3 = mask[3]!
+  out[keyAt] = m0
+  out[keyAt + 1] = m1
+  out[keyAt + 2] = m2
+  out[keyAt + 3] = m3
+  copyMasked(payload, out, keyAt + 4, m0, m1, m2, m3)
+  return keyAt + 4 + payload.length
 }
 
 /**

@@ -72,7 +72,8 @@ export interface ProtocolOptions {
   readonly autoPong?: boolean | undefined
 }
 
-// Small outgoing frames (server role) are written straight into shared, append-only arenas: a
+// Small outgoing frames are written straight into shared, append-only arenas (masked on the way
+// in for a client): a
 // connection's frames of one turn end up side by side there and go out as one view, where
 // each frame used to be a buffer of its own that the outbox then copied together again.
 // A region is never written twice (the cursor only moves on; a full arena is replaced and
@@ -211,7 +212,7 @@ export class Protocol {
   sendMessage(binary: boolean, payload: Uint8Array, compressed = false): boolean {
     if (!this.canSend) return false
     const length = payload.length
-    if (this.maskKey === undefined && length <= STAGE_MAX && (this.fragmentSize === undefined || length <= this.fragmentSize)) {
+    if (length <= STAGE_MAX && (this.fragmentSize === undefined || length <= this.fragmentSize)) {
       this.stage(binary ? Opcode.Binary : Opcode.Text, compressed, payload)
       return true
     }
@@ -385,10 +386,11 @@ export class Protocol {
     return this.output === NO_OUTPUT ? (this.output = []) : this.output
   }
 
-  // Append one unmasked frame to this connection's staged run, which grows in place while
-  // nothing else was written to the arena after it; otherwise the run is sealed and a new one begins.
+  // Append one frame to this connection's staged run, which grows in place while nothing else
+  // was written to the arena after it; otherwise the run is sealed and a new one begins.
   private stage(opcode: number, compressed: boolean, payload: Uint8Array): void {
-    const need = FrameEncoder.unmaskedFrameLength(payload.length)
+    const mask = this.maskKey?.()
+    const need = FrameEncoder.frameLength(payload.length, mask !== undefined)
     let target = arena
     if (target === undefined || this.staged !== target || this.stagedEnd !== arenaCursor || target.length - arenaCursor < need) {
       this.seal()
@@ -399,7 +401,7 @@ export class Protocol {
       this.staged = target
       this.stagedStart = this.stagedEnd = arenaCursor
     }
-    const end = FrameEncoder.writeUnmaskedFrame(target, this.stagedEnd, opcode, true, compressed, payload)
+    const end = FrameEncoder.writeFrame(target, this.stagedEnd, opcode, true, compressed, payload, mask)
     this.stagedEnd = arenaCursor = end
     this.bufferedBytes += need
   }

@@ -422,20 +422,24 @@ describe("dataToSend and bufferedBytes", () => {
   })
 })
 
-describe("staged small frames (server role: written into shared arenas)", () => {
-  const decodeAll = (frames: ReadonlyArray<Uint8Array>) => {
-    const decoder = FrameDecoder.make({ role: "client", maxMessageSize: 1 << 30 })
+describe("staged small frames (written into shared arenas; masked on the way in for a client)", () => {
+  // Decoded as the peer of `role` decodes them: a server-role decoder rejects unmasked frames.
+  const decodeAll = (frames: ReadonlyArray<Uint8Array>, role: Role = "server") => {
+    const decoder = FrameDecoder.make({ role: role === "server" ? "client" : "server", maxMessageSize: 1 << 30 })
     const result = decoder.feed(concatBytes(frames))
     expect(result.error).toBeUndefined()
     return result.events.map(plain)
   }
-  it("one turn's small messages go out as one buffer", () => {
-    const p = open("server")
-    for (let i = 0; i < 10; i++) p.sendBinary(new Uint8Array([i, i, i]))
+  twins("one turn's small messages go out as one buffer", (role) => {
+    const p = open(role)
+    const payloads = Array.from({ length: 10 }, (_, i) => new Uint8Array([i, i, i]))
+    for (const payload of payloads) p.sendBinary(payload)
     const out = p.dataToSend()
     expect(out).toHaveLength(1)
-    expect(out[0]!.length).toBe(10 * 5)
-    expect(decodeAll(out)).toEqual(Array.from({ length: 10 }, (_, i) => bin(new Uint8Array([i, i, i]))))
+    expect(out[0]!.length).toBe(10 * (role === "client" ? 9 : 5))
+    expect(decodeAll(out, role)).toEqual(payloads.map(bin))
+    // A client masks a copy: the caller's bytes are untouched (RFC 6455 §5.3).
+    expect(payloads.map((p) => Array.from(p))).toEqual(Array.from({ length: 10 }, (_, i) => [i, i, i]))
   })
   it("a view handed out is never overwritten by later frames of any connection", () => {
     const a = open("server")
@@ -462,7 +466,7 @@ describe("staged small frames (server role: written into shared arenas)", () => 
     p.sendText(enc("after"))
     expect(decodeAll(p.dataToSend())).toEqual([...payloads.map(bin), ping("ping"), msg("after")])
   })
-  it("property: connections sending in any interleaving each get exactly their own frames, in order", () => {
+  twins("property: connections sending in any interleaving each get exactly their own frames, in order", (role) => {
     fc.assert(
       fc.property(
         fc.array(
@@ -474,7 +478,7 @@ describe("staged small frames (server role: written into shared arenas)", () => 
           { maxLength: 120 }
         ),
         (steps) => {
-          const conns = Array.from({ length: 4 }, () => open("server"))
+          const conns = Array.from({ length: 4 }, () => open(role))
           const expected: Array<Array<unknown>> = conns.map(() => [])
           const written: Array<Array<Uint8Array>> = conns.map(() => [])
           for (const step of steps) {
@@ -495,7 +499,7 @@ describe("staged small frames (server role: written into shared arenas)", () => 
           }
           conns.forEach((p, i) => {
             written[i]!.push(...p.dataToSend())
-            expect(decodeAll(written[i]!)).toEqual(expected[i])
+            expect(decodeAll(written[i]!, role)).toEqual(expected[i])
           })
         }
       ),
