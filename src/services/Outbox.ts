@@ -2,9 +2,12 @@
  * The outbound side of one connection: frames the `Protocol` queued go to the
  * socket in one write per turn, however many `send`s produced them.
  *
- * - Batching: every outbox that got frames in this turn is flushed by one
- *   shared microtask (no closure and no task per connection); small frames
- *   are copied together, large buffers are written by reference (see `pack`).
+ * - Batching: frames queued in a socket's data callback (a handler's answer)
+ *   and broadcasts are written once the event loop's I/O callbacks have run,
+ *   by one shared immediate; frames queued anywhere else (a timer, a fiber
+ *   resumed later) by one shared microtask. No closure and no task per
+ *   connection; small frames are copied together, large buffers are written
+ *   by reference (see `pack`).
  * - Backpressure: when the bytes waiting in the transport are over the
  *   outbox's high-water mark (the transport's own boolean when it cannot say
  *   how many), the outbox is congested: frames stay queued (counted in
@@ -96,7 +99,7 @@ export const pack = (batch: ReadonlyArray<Uint8Array>, bytes: number): ReadonlyA
 // promise: Node's queueMicrotask wraps every callback in an AsyncResource.
 let due: Array<Outbox> = []
 const resolved = Promise.resolve()
-/** Inside a socket callback (see `enterTurn`): its end flushes, no microtask needed. */
+/** Inside a socket's data callback (see `enterTurn`). */
 let turnDepth = 0
 const flushDue = () => {
   const outboxes = due
@@ -113,24 +116,27 @@ const flushDue = () => {
 
 /**
  * A socket's data callback is starting: frames queued until `leaveTurn` (an
- * echo sent by a handler the data woke) are written when it ends, in the
- * callback itself, as `ws` writes inside its 'message' event, instead of a
- * microtask later (one promise reaction less per message when every read
- * carries one message).
+ * echo sent by a handler the data woke) are written once this event-loop
+ * iteration's I/O callbacks have all run, like broadcasts (see `dueLate`):
+ * the reads of every ready socket first, then the writes, as uWS corks until
+ * the end of its loop iteration. Measured against a write per callback (what
+ * `ws` does) and a microtask per callback: less server CPU per message (small
+ * echo 0.95 → 0.87 µs) and a lower median latency under load, because the
+ * peer is woken once per burst of replies instead of once per reply.
  */
 export const enterTurn = (): void => {
   turnDepth++
 }
 
-/** The data callback ended: write what it queued. */
+/** The data callback ended. */
 export const leaveTurn = (): void => {
-  if (--turnDepth === 0 && due.length > 0) flushDue()
+  turnDepth--
 }
 
-// Broadcast frames wait for the end of the event loop's I/O phase instead: publishes made by
+// Answers and broadcasts wait for the end of the event loop's I/O phase: publishes made by
 // many publishers' reads in one loop iteration then reach each subscriber in one write (one
-// syscall per subscriber per iteration, not per delivery), as uWS corks a publish until the
-// end of its loop iteration.
+// syscall per subscriber per iteration, not per delivery), as uWS corks until the end of its
+// loop iteration.
 let dueLate: Array<Outbox> = []
 const flushDueLate = () => {
   const outboxes = dueLate
@@ -186,8 +192,9 @@ export class Outbox {
   /** Frames were queued on the protocol: write them at the end of this turn. */
   schedule(): void {
     if (this.scheduled || this.closed) return
+    if (turnDepth > 0) return this.scheduleLate()
     this.scheduled = true
-    if (due.length === 0 && turnDepth === 0) void resolved.then(flushDue)
+    if (due.length === 0) void resolved.then(flushDue)
     due.push(this)
   }
 
