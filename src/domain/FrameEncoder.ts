@@ -43,17 +43,12 @@ const allocate: (length: number) => Uint8Array = typeof Buffer === "function" &&
 const headerLength = (payloadLength: number, masked: boolean): number =>
   (payloadLength < 126 ? 2 : payloadLength < 0x10000 ? 4 : 10) + (masked ? 4 : 0)
 
-// Write the header into `out` at 0; returns its length.
-const writeHeader = (out: Uint8Array, options: FrameOptions, payloadLength: number): number => {
-  const at = writeHeaderAt(
-    out,
-    0,
-    (options.fin === false ? 0 : 0x80) | (options.rsv1 === true ? 0x40 : 0) | (options.opcode & 0x0f),
-    options.mask === undefined ? 0 : 0x80,
-    payloadLength
-  )
-  const mask = options.mask
-  if (mask === undefined) return at
+// FIN, RSV1 and the opcode (RFC 6455 §5.2).
+const firstByte = (opcode: number, fin: boolean, rsv1: boolean): number =>
+  (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f)
+
+// The 4-byte masking key at `at`; returns where it ends.
+const writeKey = (out: Uint8Array, at: number, mask: Uint8Array): number => {
   out[at] = mask[0]!
   out[at + 1] = mask[1]!
   out[at + 2] = mask[2]!
@@ -111,20 +106,15 @@ export const writeFrame = (
   payload: Uint8Array,
   mask: Uint8Array | undefined
 ): number => {
-  const first = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (opcode & 0x0f)
+  const first = firstByte(opcode, fin, rsv1)
   if (mask === undefined) {
     const start = writeHeaderAt(out, at, first, 0, payload.length)
     out.set(payload, start)
     return start + payload.length
   }
-  const keyAt = writeHeaderAt(out, at, first, 0x80, payload.length)
-  const m0 = mask[0]!, m1 = mask[1]!, m2 = mask[2]!, m3 = mask[3]!
-  out[keyAt] = m0
-  out[keyAt + 1] = m1
-  out[keyAt + 2] = m2
-  out[keyAt + 3] = m3
-  copyMasked(payload, out, keyAt + 4, m0, m1, m2, m3)
-  return keyAt + 4 + payload.length
+  const start = writeKey(out, writeHeaderAt(out, at, first, 0x80, payload.length), mask)
+  copyMasked(payload, out, start, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+  return start + payload.length
 }
 
 /**
@@ -134,8 +124,16 @@ export const writeFrame = (
  * frameHeader({ opcode: Opcode.Binary }, 256) // 82 7e 01 00
  */
 export const frameHeader = (options: FrameOptions, payloadLength: number): Uint8Array => {
-  const out = allocate(headerLength(payloadLength, options.mask !== undefined))
-  writeHeader(out, options, payloadLength)
+  const mask = options.mask
+  const out = allocate(headerLength(payloadLength, mask !== undefined))
+  const at = writeHeaderAt(
+    out,
+    0,
+    firstByte(options.opcode, options.fin !== false, options.rsv1 === true),
+    mask === undefined ? 0 : 0x80,
+    payloadLength
+  )
+  if (mask !== undefined) writeKey(out, at, mask)
   return out
 }
 
@@ -165,12 +163,8 @@ export const encodeFrame = (options: FrameOptions, payload: Uint8Array): [Uint8A
  * // 81 05 48 65 6c 6c 6f
  */
 export const encodeFrameConcat = (options: FrameOptions, payload: Uint8Array): Uint8Array => {
-  const length = payload.length
-  const out = allocate(headerLength(length, options.mask !== undefined) + length)
-  const at = writeHeader(out, options, length)
-  const mask = options.mask
-  if (mask === undefined) out.set(payload, at)
-  else copyMasked(payload, out, at, mask[0]!, mask[1]!, mask[2]!, mask[3]!)
+  const out = allocate(frameLength(payload.length, options.mask !== undefined))
+  writeFrame(out, 0, options.opcode, options.fin !== false, options.rsv1 === true, payload, options.mask)
   return out
 }
 

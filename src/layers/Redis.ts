@@ -82,14 +82,16 @@ export const RedisBrokerOptions = Schema.Struct({
 })
 export type RedisBrokerOptions = Partial<typeof RedisBrokerOptions.Type>
 
-export const defaultOptions: typeof RedisBrokerOptions.Type = {
+/** Defaults of `connectionFields`, shared with `RedisPresence`. */
+export const connectionDefaults = {
   url: "redis://127.0.0.1:6379",
   prefix: "wsreactor:",
-  publishBuffer: 1000,
   reconnectMinMs: 100,
   reconnectMaxMs: 5000,
   connectTimeoutMs: 5000
-}
+} as const
+
+export const defaultOptions: typeof RedisBrokerOptions.Type = { ...connectionDefaults, publishBuffer: 1000 }
 
 /**
  * node-redis reconnect delays: `minMs` doubling per failed attempt up to

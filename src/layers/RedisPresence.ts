@@ -30,7 +30,7 @@ import type * as Scope from "effect/Scope"
 // never use Redis need not install it.
 import type * as RedisModule from "redis"
 import { makeListeners, NameTakenError, Presence, type PresenceEvent } from "../services/Presence.ts"
-import { connectionFields, reconnectStrategy } from "./Redis.ts"
+import { connectionDefaults, connectionFields, reconnectStrategy } from "./Redis.ts"
 
 /**
  * Options; every field has a default.
@@ -45,14 +45,7 @@ export const RedisPresenceOptions = Schema.Struct({
 })
 export type RedisPresenceOptions = Partial<typeof RedisPresenceOptions.Type>
 
-export const defaultOptions: typeof RedisPresenceOptions.Type = {
-  url: "redis://127.0.0.1:6379",
-  prefix: "wsreactor:",
-  ttlMs: 15_000,
-  reconnectMinMs: 100,
-  reconnectMaxMs: 5000,
-  connectTimeoutMs: 5000
-}
+export const defaultOptions: typeof RedisPresenceOptions.Type = { ...connectionDefaults, ttlMs: 15_000 }
 
 // Entries are JSON arrays: [joinedAt, nodeId, seq, name, lowercased name].
 type Entry = [number, string, number, string, string]

@@ -28,9 +28,8 @@ import type { Compressor } from "./Compression.ts"
 import type { Hooks } from "./App.ts"
 import { bindOnFirstAccess, type Connection } from "./Connection.ts"
 import * as Deadlines from "./Deadlines.ts"
-import { Compressed, Inbox, type InboxOwner, type Pending } from "./Inbox.ts"
+import { Inbox, type InboxOwner, pendingOf } from "./Inbox.ts"
 import { Liveness, type LivenessOwner } from "./Liveness.ts"
-import * as Message from "./Message.ts"
 import { enterTurn, leaveTurn, Outbox, type OutboxOwner } from "./Outbox.ts"
 import * as Sending from "./Sending.ts"
 import type { ServerOptions } from "./Options.ts"
@@ -222,19 +221,7 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Se
 
   private receive(chunk: Uint8Array): void {
     const protocol = this.protocol
-    const events = protocol.receiveData(chunk)
-    let batch: Array<Pending> | undefined
-    for (let i = 0; i < events.length; i++) {
-      const event = events[i]!
-      if (event._tag !== "Message") continue
-      const m = event.compressed
-        ? new Compressed(event.binary, event.data)
-        : event.binary
-        ? new Message.BinaryMessage(event.data)
-        : Message.textFromUtf8(event.data)
-      if (batch === undefined) batch = [m]
-      else batch.push(m)
-    }
+    const batch = pendingOf(protocol.receiveData(chunk))
     if (batch !== undefined) this.inbox.push(batch)
     this.afterProtocol()
   }

@@ -16,6 +16,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import type { Event } from "../domain/Protocol.ts"
 import { protocolError, type ProtocolError } from "../domain/ProtocolError.ts"
 import * as Utf8 from "../domain/Utf8.ts"
 import type { Compressor } from "./Compression.ts"
@@ -32,6 +33,30 @@ export class Compressed {
 }
 
 export type Pending = Message.Message | Compressed
+
+/**
+ * The data messages among a read's protocol events, as the inbox holds them
+ * (compressed ones still compressed); undefined when the read completed none.
+ *
+ * @example
+ * const batch = pendingOf(protocol.receiveData(chunk))
+ * if (batch !== undefined) inbox.push(batch)
+ */
+export const pendingOf = (events: ReadonlyArray<Event>): Array<Pending> | undefined => {
+  let batch: Array<Pending> | undefined
+  for (let i = 0; i < events.length; i++) {
+    const event = events[i]!
+    if (event._tag !== "Message") continue
+    const m = event.compressed
+      ? new Compressed(event.binary, event.data)
+      : event.binary
+      ? new Message.BinaryMessage(event.data)
+      : Message.textFromUtf8(event.data)
+    if (batch === undefined) batch = [m]
+    else batch.push(m)
+  }
+  return batch
+}
 
 export type Batch = readonly [Message.Message, ...Array<Message.Message>]
 

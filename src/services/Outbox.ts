@@ -104,10 +104,15 @@ let turnDepth = 0
 const flushDue = () => {
   const outboxes = due
   due = []
+  flushEach(outboxes, false)
+}
+
+const flushEach = (outboxes: ReadonlyArray<Outbox>, late: boolean): void => {
   for (let i = 0; i < outboxes.length; i++) {
     // A throw here (a user hook, a transport bug) costs that connection only, never the process.
     try {
-      outboxes[i]!.flush()
+      if (late) outboxes[i]!.flushLate()
+      else outboxes[i]!.flush()
     } catch (defect) {
       outboxes[i]!.fail(defect)
     }
@@ -141,13 +146,7 @@ let dueLate: Array<Outbox> = []
 const flushDueLate = () => {
   const outboxes = dueLate
   dueLate = []
-  for (let i = 0; i < outboxes.length; i++) {
-    try {
-      outboxes[i]!.flushLate()
-    } catch (defect) {
-      outboxes[i]!.fail(defect)
-    }
-  }
+  flushEach(outboxes, true)
 }
 const afterIo: (f: () => void) => void = typeof setImmediate === "function"
   ? (f) => void setImmediate(f)
