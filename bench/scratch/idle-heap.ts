@@ -7,7 +7,18 @@ import { decodeOptions } from "../../src/services/Options.ts"
 import * as Reactor from "../../src/services/Reactor.ts"
 import * as Router from "../../src/services/Router.ts"
 import type { Incoming } from "../../src/services/Transport.ts"
+import { writeFileSync } from "node:fs"
+import { Session } from "node:inspector"
 import { writeHeapSnapshot } from "node:v8"
+
+// Heap snapshots name a closure's script by id: write "id url" lines to read them.
+const scriptIds = (file: string) => new Promise<void>((resolve) => {
+  const session = new Session()
+  session.connect()
+  const lines: Array<string> = []
+  session.on("Debugger.scriptParsed", (m) => { lines.push(`${m.params.scriptId} ${m.params.url}`) })
+  session.post("Debugger.enable", () => { writeFileSync(file, lines.join("\n")); session.disconnect(); resolve() })
+})
 
 const kind = process.argv[2] ?? "forEachArray"
 const N = Number(process.argv[3] ?? 10000)
@@ -51,5 +62,6 @@ await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
   const after = process.memoryUsage().heapUsed
   if (process.env.SNAP) writeHeapSnapshot("/tmp/prof/b.heapsnapshot")
   console.log(`${kind}: ${((after - before) / N).toFixed(0)} B heap per idle connection`)
+  if (process.env.SNAP) yield* Effect.promise(() => scriptIds("/tmp/prof/scripts.txt"))
 })))
 process.exit(0)

@@ -31,14 +31,21 @@ const server = spawn("taskset", [
 ], { stdio: ["pipe", "pipe", "inherit"] })
 let gcLines = 0
 let gcMs = 0
+const gcKinds = new Map<string, { n: number; ms: number }>()
 const port = await new Promise<number>((resolve) => {
   createInterface({ input: server.stdout! }).on("line", (line) => {
     const m = /^READY (\d+)/.exec(line)
     if (m) return resolve(Number(m[1]))
-    const g = /(Scavenge|Mark-Compact|Mark-sweep)[^,]*?([\d.]+) \/ [\d.]+ ms/.exec(line)
+    // V8 13: "Mark-Compact 11.9 (13.5) -> 10.8 (13.0) MB, pooled: 0.0 MB, 3.45 / 0.00 ms (...) <reason>"
+    const g = /(Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Sweep)\b.*?([\d.]+) \/ [\d.]+ ms.*?\)\s*(.*)$/.exec(line)
     if (g) {
       gcLines++
       gcMs += Number(g[2])
+      const key = `${g[1]}: ${g[3]!.replace(/[\d.]+/g, "#")}`
+      const k = gcKinds.get(key) ?? { n: 0, ms: 0 }
+      k.n++
+      k.ms += Number(g[2])
+      gcKinds.set(key, k)
     }
   })
 })
@@ -112,7 +119,12 @@ if (wanted.length > 0) {
 const top = [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, Number(process.env.TOP ?? 40))
 const idle = [...self.entries()].filter(([k]) => k.startsWith("(idle)")).reduce((s, [, v]) => s + v, 0)
 console.log(`messages/s ${result?.msgsPerSec.toFixed(0)}; profile ${(total / 1e6).toFixed(2)} s, busy ${(100 * (1 - idle / total)).toFixed(1)} %`)
-if (traceGc) console.log(`gc events ${gcLines}, gc ms ${gcMs.toFixed(0)}`)
+if (traceGc) {
+  console.log(`gc events ${gcLines}, gc ms ${gcMs.toFixed(0)} (main thread, whole run)`)
+  for (const [kind, k] of [...gcKinds].sort((a, b) => b[1].ms - a[1].ms)) {
+    console.log(`  ${String(k.n).padStart(6)} × ${(k.ms / k.n).toFixed(2).padStart(7)} ms  ${kind}`)
+  }
+}
 for (const [k, v] of top) console.log(`${(100 * v / (total - idle)).toFixed(2).padStart(6)} %  ${k}`)
 const busy = total - [...self.entries()].filter(([k]) => k.startsWith("(idle)")).reduce((a, [, v]) => a + v, 0)
 // Messages in the profile ≈ rate × (ramp + window): enough to compare peers per message.

@@ -114,16 +114,22 @@ export class Decoder {
    * if (error !== undefined) failConnection(error.closeCode)
    */
   feed(chunk: Uint8Array): FeedResult {
-    if (this.finished) return NOTHING
-    if (chunk.length > 0) {
-      this.chunks.push(chunk)
-      this.available += chunk.length
-    }
-    const events: Array<DecoderEvent> = []
-    const error = run(this, events)
-    if (error !== undefined) finish(this)
-    // Most reads of a large message complete nothing: no result object for them.
-    return events.length === 0 && error === undefined ? NOTHING : { events, error }
+    return decode(this, chunk, false)
+  }
+
+  /**
+   * Decode bytes that stay the caller's: valid during this call only (a read
+   * buffer reused for the next read). A payload that spans reads is filled
+   * straight from them; whatever the decoder hands out or keeps (a payload
+   * in this chunk, a fragment, an unfinished header) is copied out first.
+   * Masked payloads are still unmasked in place, in the caller's bytes.
+   *
+   * @example
+   * const { events } = decoder.feedBorrowed(readBuffer.subarray(0, bytesRead))
+   * readBuffer.fill(0) // the events are unaffected
+   */
+  feedBorrowed(chunk: Uint8Array): FeedResult {
+    return decode(this, chunk, true)
   }
 
   /**
@@ -176,6 +182,56 @@ const allocate: (length: number) => Uint8Array = typeof Buffer === "function" &&
   : (length) => new Uint8Array(length)
 const NOTHING: FeedResult = Object.freeze({ events: Object.freeze([]) as ReadonlyArray<DecoderEvent>, error: undefined })
 const textDecoder = new TextDecoder("utf-8")
+
+const decode = (s: DecoderState, chunk: Uint8Array, borrowed: boolean): FeedResult => {
+  if (s.finished) return NOTHING
+  if (chunk.length > 0) {
+    s.chunks.push(chunk)
+    s.available += chunk.length
+  }
+  const events: Array<DecoderEvent> = []
+  const error = run(s, events)
+  if (error !== undefined) finish(s)
+  if (borrowed) detach(s, chunk.buffer, events)
+  // Most reads of a large message complete nothing: no result object for them.
+  return events.length === 0 && error === undefined ? NOTHING : { events, error }
+}
+
+// After a borrowed chunk: nothing the decoder keeps or returns may still point into `buffer`.
+// `partial` and `small` are the decoder's own allocations already.
+const detach = (s: DecoderState, buffer: ArrayBufferLike, events: Array<DecoderEvent>): void => {
+  const chunks = s.chunks
+  for (let i = 0; i < chunks.length; i++) {
+    const c = chunks[i]!
+    if (c.buffer !== buffer) continue
+    // The consumed head of the first chunk is not kept.
+    if (i === 0 && s.offset > 0) {
+      chunks[0] = copyOf(c.subarray(s.offset))
+      s.offset = 0
+    } else {
+      chunks[i] = copyOf(c)
+    }
+  }
+  const fragments = s.fragments
+  for (let i = 0; i < fragments.length; i++) {
+    if (fragments[i]!.buffer === buffer) fragments[i] = copyOf(fragments[i]!)
+  }
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!
+    if (e._tag === "Close" || e.data.buffer !== buffer) continue
+    events[i] = e._tag === "Message" ? { ...e, data: copyOf(e.data) } : { _tag: e._tag, data: copyOf(e.data) }
+  }
+}
+
+// A copy to keep: on Node small ones are carved from the Buffer pool (a Uint8Array of its own
+// costs a backing store each), no zeroing for the rest.
+const copyOf: (bytes: Uint8Array) => Uint8Array = typeof Buffer === "function" && typeof Buffer.allocUnsafe === "function"
+  ? (bytes) => {
+    const out = Buffer.allocUnsafe(bytes.length)
+    out.set(bytes)
+    return out
+  }
+  : (bytes) => bytes.slice()
 
 // Byte `k` positions after the read offset, walking the chunk list (slow path:
 // only used when a frame header straddles chunks).

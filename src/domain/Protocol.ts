@@ -152,12 +152,13 @@ export class Protocol {
    * views of it). Pings are answered and the peer's close is echoed here;
    * data after our close frame is dropped (RFC 6455 §5.5.1). A bad frame
    * fails the connection (`failure` is set, our close frame queued); events
-   * decoded before it are still returned.
+   * decoded before it are still returned. `borrowed`: the chunk stays the
+   * caller's, valid during this call only (see `FrameDecoder.feedBorrowed`).
    */
-  receiveData(chunk: Uint8Array): ReadonlyArray<Event> {
+  receiveData(chunk: Uint8Array, borrowed: boolean = false): ReadonlyArray<Event> {
     if (this.discarding || this.state === "Closed") return NO_EVENTS
     this.bytesReceived += chunk.length
-    const decoded = this.decoder.feed(chunk)
+    const decoded = borrowed ? this.decoder.feedBorrowed(chunk) : this.decoder.feed(chunk)
     // After our close frame, data is dropped: it can no longer be answered.
     const events = this.closeSent === undefined ? decoded.events : decoded.events.filter((e) => e._tag !== "Message")
     for (let i = 0; i < events.length; i++) {

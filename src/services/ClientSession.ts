@@ -95,10 +95,10 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Se
   /** Start reading. A throw in a callback (a bug) costs this connection only. */
   listen(): void {
     this.incoming.listen(
-      (chunk) => {
+      (chunk, borrowed) => {
         enterTurn()
         try {
-          this.onData(chunk)
+          this.onData(chunk, borrowed === true)
         } catch {
           this.finish()
         } finally {
@@ -109,12 +109,14 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Se
     )
   }
 
-  onData(chunk: Uint8Array): void {
+  /** Bytes from the server; `borrowed`: valid during this call only (see `Incoming.listen`). */
+  onData(chunk: Uint8Array, borrowed: boolean = false): void {
     switch (this.phase) {
       case "Open":
-        return this.receive(chunk)
+        return this.receive(chunk, borrowed)
       case "Head":
-        return this.receiveHead(chunk)
+        // The head parser and `early` keep what they are given.
+        return this.receiveHead(borrowed ? chunk.slice() : chunk)
       case "Discarding":
       case "Closed":
         return
@@ -219,9 +221,9 @@ export class ClientSession implements OutboxOwner, InboxOwner, LivenessOwner, Se
     this.updateReading()
   }
 
-  private receive(chunk: Uint8Array): void {
+  private receive(chunk: Uint8Array, borrowed: boolean = false): void {
     const protocol = this.protocol
-    const batch = pendingOf(protocol.receiveData(chunk))
+    const batch = pendingOf(protocol.receiveData(chunk, borrowed))
     if (batch !== undefined) this.inbox.push(batch)
     this.afterProtocol()
   }

@@ -117,10 +117,11 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
   /** Start reading. A throw in a callback (a bug, a throwing hook) costs this connection only. */
   listen(): void {
     this.incoming.listen(
-      (chunk) => {
+      (chunk, borrowed) => {
         enterTurn()
         try {
-          this.onData(chunk)
+          // The server's transports hand their chunks over; a borrowed one is copied to keep.
+          this.onData(borrowed === true ? chunk.slice() : chunk)
         } catch (defect) {
           this.onDefect(defect)
         } finally {

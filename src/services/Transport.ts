@@ -14,10 +14,12 @@ export interface Incoming {
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
   /**
-   * Start reading: `onData` gets every chunk (handed over: the callee may keep
-   * and modify it), then `onEnd` exactly once at EOF, error or destruction.
+   * Start reading: `onData` gets every chunk, then `onEnd` exactly once at EOF,
+   * error or destruction. A chunk is handed over (the callee may keep and
+   * modify it) unless `borrowed` is true: then it is the transport's read
+   * buffer, valid during the call only, and the callee copies what it keeps.
    */
-  readonly listen: (onData: (chunk: Uint8Array) => void, onEnd: () => void) => void
+  readonly listen: (onData: (chunk: Uint8Array, borrowed?: boolean) => void, onEnd: () => void) => void
   /** Stop reading (TCP backpressure builds up on the peer); `resume` starts again. */
   readonly pause: () => void
   readonly resume: () => void

@@ -340,10 +340,11 @@ const itemArb: fc.Arbitrary<Item> = fc.oneof(
   })
 )
 
-/** Encode items as masked client frames; returns the bytes and the expected events. */
-const encodeItems = (items: ReadonlyArray<Item>, seed: number) => {
+/** Encode items as masked client frames (or unmasked server frames); returns the bytes and the expected events. */
+const encodeItems = (items: ReadonlyArray<Item>, seed: number, masked = true) => {
   let n = seed
   const maskSource = () => {
+    if (!masked) return undefined
     n = (n * 1103515245 + 12345) >>> 0
     return new Uint8Array([n >>> 24, n >>> 16, n >>> 8, n])
   }
@@ -409,6 +410,56 @@ describe("FrameDecoder: properties", () => {
       }
     })
   }
+
+  it("feedBorrowed: any split, each piece in a reused buffer scribbled after the call, yields what feed yields", () => {
+    // The pieces share one scratch buffer, as the client's reads share its `onread` buffer: any
+    // event, fragment or unread byte the decoder kept as a view of it would come out corrupted.
+    const scratch = new Uint8Array(200_000)
+    const decodeBorrowed = (pieces: ReadonlyArray<Uint8Array>, options: Partial<DecoderOptions>): Outcome => {
+      const state = FrameDecoder.make(options)
+      const raw: Array<DecoderEvent> = []
+      let error: ProtocolError | undefined
+      for (const piece of pieces) {
+        scratch.set(piece)
+        const result = state.feedBorrowed(scratch.subarray(0, piece.length))
+        raw.push(...result.events)
+        error ??= result.error
+        scratch.fill(0xee)
+      }
+      return { events: raw.map(plain), error, finished: state.finished }
+    }
+    fc.assert(
+      fc.property(
+        fc.array(itemArb, { maxLength: 6 }),
+        fc.nat(),
+        fc.array(fc.nat(), { maxLength: 12 }),
+        fc.constantFrom<"server" | "client">("server", "client"),
+        (items, seed, cuts, role) => {
+          const { bytes, expected } = encodeItems(items, seed, role === "server")
+          const pieces = split(bytes, cuts)
+          const owned = decode(pieces, { role })
+          expect(owned.events).toEqual(expected)
+          expect(decodeBorrowed(pieces, { role })).toEqual(owned)
+        }
+      ),
+      { numRuns: 150 }
+    )
+  })
+
+  it("feedBorrowed: a payload spanning reads is filled from them, with no copy of the reads kept", () => {
+    const payload = new Uint8Array(100_000).map((_, i) => i & 0xff)
+    const bytes = FrameEncoder.encodeFrameConcat({ opcode: Opcode.Binary }, payload)
+    const state = FrameDecoder.make({ role: "client" })
+    const read = new Uint8Array(65536)
+    read.set(bytes.subarray(0, 65536))
+    expect(state.feedBorrowed(read).events).toEqual([])
+    // Only the partial payload is held: no chunk of the first read.
+    expect(state.chunks).toEqual([])
+    read.set(bytes.subarray(65536))
+    const { events } = state.feedBorrowed(read.subarray(0, bytes.length - 65536))
+    read.fill(0)
+    expect(events.map(plain)).toEqual([message(payload, true)])
+  })
 
   it("random garbage never throws: events and/or a 1002/1007/1009 error", () => {
     const garbage = fc.oneof(

@@ -127,6 +127,29 @@ describe("Client against wsreactor's server", () => {
       expect(plain.extensions).toBeUndefined()
     })))
 
+  it.live("bursts of large and small messages, fragmented or not, arrive intact through the lent read buffer", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // Reads of 4 KiB and more are lent to the decoder (one buffer for every client socket): a
+      // payload, fragment or header it kept as a view would be overwritten by the next read.
+      for (const fragmentSize of [0, 5000]) {
+        const server = yield* serverOn(echo, { fragmentSize, maxMessageSize: 1 << 20 })
+        const conns = yield* Effect.forEach([0, 1], () => Client.connect(`ws://127.0.0.1:${server.port}/`))
+        const sizes = [70_000, 3, 200_000, 17, 4095, 4096, 65_536, 1, 9000, 130_000, 0, 600]
+        const payload = (conn: number, i: number) =>
+          new Uint8Array(sizes[i]!).map((_, k) => (k * 31 + i * 7 + conn * 13) & 0xff)
+        yield* Effect.forEach(conns, (conn, c) => conn.sendAll(sizes.map((_, i) => payload(c, i))))
+        const got = yield* Effect.forEach(
+          conns,
+          (conn) => bounded(conn.messages.pipe(Stream.take(sizes.length), Stream.runCollect)),
+          { concurrency: "unbounded" }
+        )
+        got.forEach((messages, c) => {
+          expect(messages.map((m) => m.data.length)).toEqual(sizes)
+          messages.forEach((m, i) => expect(Buffer.from(m.data).equals(Buffer.from(payload(c, i)))).toBe(true))
+        })
+      }
+    })))
+
   it.live("a message over maxMessageSize fails the connection with 1009", () =>
     Effect.scoped(Effect.gen(function*() {
       const server = yield* serverOn(echo)
