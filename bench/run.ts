@@ -232,6 +232,31 @@ interface Server {
   readonly child: ChildProcess
   readonly pid: number
   readonly port: number
+  /** The server's stdout lines, for peers that print READY (and answer lifeline commands). */
+  readonly lines: ReturnType<typeof createInterface> | undefined
+}
+
+interface HeapSpaces {
+  readonly young: { readonly size: number; readonly physical: number }
+  readonly old: { readonly size: number; readonly physical: number }
+}
+
+/** V8's generations in a Node peer (the lifeline's `spaces` command); undefined for others (Bun, no answer in 1 s). */
+const heapSpaces = (server: Server): Promise<HeapSpaces | undefined> => {
+  const lines = server.lines
+  if (lines === undefined || server.child.stdin === null) return Promise.resolve(undefined)
+  return new Promise((resolve) => {
+    const done = (value: HeapSpaces | undefined) => {
+      lines.off("line", onLine)
+      resolve(value)
+    }
+    const onLine = (line: string) => {
+      if (line.startsWith("SPACES ")) done(JSON.parse(line.slice(7)) as HeapSpaces)
+    }
+    lines.on("line", onLine)
+    server.child.stdin!.write("spaces\n")
+    void after(1000).then(() => done(undefined))
+  })
 }
 
 /** The most telling line of a child's stderr: the first error line, else the last line. */
@@ -252,9 +277,9 @@ const startServer = async (peer: Peer): Promise<Server | string> => {
     if (stderr.length > 20) stderr.shift()
   })
   const exited = new Promise<string>((r) => child.once("exit", (code) => r(`exited (${code}): ${tail(stderr)}`)))
-  const ready = peer.printsReady
+  const lines = peer.printsReady ? createInterface({ input: child.stdout! }) : undefined
+  const ready = lines !== undefined
     ? new Promise<number>((resolve) => {
-      const lines = createInterface({ input: child.stdout! })
       lines.on("line", (line) => {
         const m = /^READY (\d+)/.exec(line)
         if (m) resolve(Number(m[1]))
@@ -272,7 +297,7 @@ const startServer = async (peer: Peer): Promise<Server | string> => {
     child.kill("SIGKILL")
     return typeof outcome === "string" ? outcome : "port never accepted a connection"
   }
-  return { child, pid: child.pid!, port: outcome }
+  return { child, pid: child.pid!, port: outcome, lines }
 }
 
 const stopServer = async (server: Server): Promise<void> => {
@@ -302,16 +327,30 @@ interface Run {
   /** idle only */
   readonly kbPerConn?: number
   readonly opened?: number
+  /** idle, Node peers: V8's young generation (resident MB) and old generation growth (KiB per connection) at the sample. */
+  readonly youngMB?: number
+  readonly oldKbPerConn?: number
 }
 
 /**
  * Runs one load generator against a live server and samples the server around the window.
  * `cpu`: the server side's CPU time in µs (default: the server process; scale-out sums several).
  */
-const runLoad = (
+const runLoad = async (
   server: Server,
   options: LoadOptions,
   cpu: () => number = () => cpuMicros(server.pid)
+): Promise<Run | string> => {
+  // Idle: V8's generations before and at the sample show where the memory per connection goes.
+  const spaces0 = options.mode === "idle" ? await heapSpaces(server) : undefined
+  return runLoadFrom(server, options, cpu, spaces0)
+}
+
+const runLoadFrom = (
+  server: Server,
+  options: LoadOptions,
+  cpu: () => number,
+  spaces0: HeapSpaces | undefined
 ): Promise<Run | string> =>
   new Promise((resolve) => {
     resetPeakRss(server.pid)
@@ -322,6 +361,7 @@ const runLoad = (
     let peak = NaN
     let rssOpen = NaN
     let setupCpu = NaN
+    let spacesOpen: HeapSpaces | undefined
     let opened = 0
     let result: LoadResult | undefined
     let failure: string | undefined
@@ -339,9 +379,10 @@ const runLoad = (
       else if (event.event === "opened") {
         opened = event.opened ?? 0
         // let the server settle, then sample and release the connections
-        void sleep(500).then(() => {
+        void sleep(500).then(async () => {
           rssOpen = rssBytes(server.pid)
           setupCpu = cpu() - cpuAtStart
+          if (spaces0 !== undefined) spacesOpen = await heapSpaces(server)
           lg.stdin!.write("close\n")
         })
       } else if (event.event === "result") {
@@ -369,7 +410,13 @@ const runLoad = (
         loadgenCpuPct: r.loadgenCpuPct,
         loadgenUsPerMsg: r.loadgenUsPerMsg,
         errors: r.errors + (server.child.exitCode !== null ? 1 : 0), // a dead server counts as an error
-        ...(options.mode === "idle" ? { kbPerConn: opened > 0 ? (rssOpen - rss0) / 1024 / opened : NaN, opened } : {})
+        ...(options.mode === "idle" ? { kbPerConn: opened > 0 ? (rssOpen - rss0) / 1024 / opened : NaN, opened } : {}),
+        ...(spaces0 !== undefined && spacesOpen !== undefined && opened > 0
+          ? {
+            youngMB: spacesOpen.young.physical / 1e6,
+            oldKbPerConn: (spacesOpen.old.physical - spaces0.old.physical) / 1024 / opened
+          }
+          : {})
       })
     })
   })
@@ -395,7 +442,19 @@ const stat = (xs: ReadonlyArray<number>): Stat => {
   return { median: s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2, min: s[0]!, max: s[s.length - 1]! }
 }
 
-const METRICS = ["msgsPerSec", "mbPerSec", "p50ms", "p99ms", "cpuUsPerMsg", "peakRssMB", "loadgenCpuPct", "loadgenUsPerMsg", "kbPerConn"] as const
+const METRICS = [
+  "msgsPerSec",
+  "mbPerSec",
+  "p50ms",
+  "p99ms",
+  "cpuUsPerMsg",
+  "peakRssMB",
+  "loadgenCpuPct",
+  "loadgenUsPerMsg",
+  "kbPerConn",
+  "youngMB",
+  "oldKbPerConn"
+] as const
 type Metric = (typeof METRICS)[number]
 
 interface PeerResult {
@@ -503,7 +562,7 @@ const tableFor = (scenario: Scenario, results: Record<string, PeerResult>): Arra
   const head = [
     "peer",
     `${p.label} median (min–max)`,
-    ...(idle ? ["srv CPU µs/conn setup"] : ["MB/s", "p50 ms", "p99 ms", "srv CPU µs/msg"]),
+    ...(idle ? ["young gen MB", "old gen KiB/conn", "srv CPU µs/conn setup"] : ["MB/s", "p50 ms", "p99 ms", "srv CPU µs/msg"]),
     "srv peak RSS MB",
     ...(idle ? ["opened", "loadgen CPU µs/conn"] : ["loadgen CPU % (µs/msg)"]),
     "vs ws",
@@ -520,7 +579,7 @@ const tableFor = (scenario: Scenario, results: Record<string, PeerResult>): Arra
       peer + (r.errors ? ` (${r.errors} err)` : ""),
       withRange(s[p.metric]) + bound,
       ...(idle
-        ? [fmt(s.cpuUsPerMsg?.median)]
+        ? [fmt(s.youngMB?.median), fmt(s.oldKbPerConn?.median), fmt(s.cpuUsPerMsg?.median)]
         : [fmt(s.mbPerSec?.median), fmt(s.p50ms?.median), fmt(s.p99ms?.median), fmt(s.cpuUsPerMsg?.median)]),
       fmt(s.peakRssMB?.median),
       ...(idle
@@ -665,7 +724,7 @@ const program = (workers: number) => async (): Promise<ScaleSetup | string> => {
     new Promise<string>((r) => child.once("exit", (code) => r(`exited (${code}): ${tail(stderr)}`))),
     after(30_000).then(() => `${listening} of ${workers} workers listening after 30 s`)
   ])
-  const server: Server = { child, pid: child.pid!, port }
+  const server: Server = { child, pid: child.pid!, port, lines: undefined }
   if (typeof outcome === "string") {
     await stopServer(server)
     return outcome
@@ -922,6 +981,9 @@ const renderDoc = (meta: Record<string, unknown>, tables: Array<string>, seconds
     "Idle: KiB/conn is the server's RSS growth with N connections open (fresh server, read 500 ms after the last upgrade),",
     "and srv CPU µs/conn setup its CPU time from the first connect to that same reading, divided by N (accept, upgrade",
     "and any deferred per-connection work, GC included); loadgen CPU µs/conn is the client's cost of opening them.",
+    "Young gen MB and old gen KiB/conn (Node peers) split that memory at the same moment: V8's young generation (resident",
+    "pages; it grows with what survives collections during set-up, and does not shrink while nothing allocates) and",
+    "the old generation's growth per connection, which holds what each connection keeps.",
     "\"vs ws\" and \"vs bun\" are ratios of the primary metric (for idle: memory per connection, lower is better);",
     "\"CPU/msg vs ws\" below 1 means cheaper than ws. `tcp` is a plain TCP echo without WebSocket framing: the ceiling,",
     "which shows what the load generator can drive. \"loadgen CPU % (µs/msg)\" is the generator's own cost;",

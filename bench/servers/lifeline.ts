@@ -3,7 +3,7 @@
  * so no server outlives a crashed or interrupted bench; and, for
  * bench/heap.ts, a heap snapshot on request (a line on stdin, idle otherwise).
  */
-import { writeHeapSnapshot } from "node:v8"
+import { getHeapSpaceStatistics, writeHeapSnapshot } from "node:v8"
 
 export const exitWithParent = (): void => {
   process.stdin.on("end", () => process.exit(0))
@@ -28,6 +28,7 @@ const onCommand = (chunk: Buffer): void => {
     const line = pending.slice(0, nl).trim()
     pending = pending.slice(nl + 1)
     if (line === "used") void liveHeap()
+    else if (line === "spaces") spaces()
     else if (line.startsWith("heap ")) {
       const gc = (globalThis as { gc?: () => void }).gc
       gc?.()
@@ -52,6 +53,19 @@ const liveHeap = async (): Promise<void> => {
   }
   const { heapUsed, external, arrayBuffers } = process.memoryUsage()
   console.log(`USED ${JSON.stringify({ heapUsed, external, arrayBuffers })}`)
+}
+
+/**
+ * `spaces` on stdin: V8's young and old generation as they are now (no GC), for the bench's idle
+ * scenario: `SPACES {"young","old"}`, each `{ size, physical }` in bytes (physical: resident pages).
+ */
+const spaces = (): void => {
+  const all = getHeapSpaceStatistics()
+  const of = (name: string) => {
+    const space = all.find((s) => s.space_name === name)
+    return { size: space?.space_size ?? 0, physical: space?.physical_space_size ?? 0 }
+  }
+  console.log(`SPACES ${JSON.stringify({ young: of("new_space"), old: of("old_space") })}`)
 }
 
 /** Port from `--port <n>` (0 = ephemeral). */
