@@ -295,8 +295,8 @@ const parseUrl = (url: string | URL): Effect.Effect<Target, ClientOptionsError> 
     })
   })
 
-// Plain TCP reads go through `onread` (the client makes its socket, so it can ask for it; the server's
-// accepted sockets cannot, see NodeIncoming): libuv reads into one reused buffer, instead of the
+// Client reads, plain or TLS, go through `onread` (the client makes its socket, so it can ask for it; the
+// server's accepted sockets cannot, see NodeIncoming): reads land in one reused buffer, instead of the
 // stream's 'data' path (a 64 KiB allocation per read, Readable bookkeeping and a nextTick per chunk).
 // One buffer serves every socket: a read is handled before its callback returns, and nothing else
 // runs in between. A small read is copied out of it (a slice of Node's Buffer pool, then views per
@@ -308,7 +308,7 @@ const sharedReadBuffer = (): Uint8Array => (readBuffer ??= new Uint8Array(64 * 1
 // Node's Buffer pool serves allocations below 4 KiB; above, a copy costs a backing store of its own.
 const LEND_FROM = 4096
 
-/** A client TCP socket read through `onread`: chunks wait in `early` until `listen`. */
+/** A client socket (TCP or TLS) read through `onread`: chunks wait in `early` until `listen`. */
 class TcpIncoming extends NodeIncoming {
   private onData: ((chunk: Uint8Array, borrowed?: boolean) => void) | undefined = undefined
   private early: Array<Uint8Array> | undefined = undefined
@@ -347,6 +347,12 @@ class TcpIncoming extends NodeIncoming {
 const openSocket = (target: Target, tls: TlsOptions): Effect.Effect<NodeIncoming, ConnectError> =>
   Effect.callback<NodeIncoming, ConnectError>((resume) => {
     let tcp: TcpIncoming | undefined
+    // Reading starts once connected: by then `tcp` is set. TLS takes `onread` too (decrypted records,
+    // up to 16 KiB each; Node documents it for `tls.connect`, @types/node does not declare it yet).
+    const onread: Net.OnReadOpts = {
+      buffer: sharedReadBuffer(),
+      callback: (bytes, buffer) => tcp!.onRead(bytes, buffer as Uint8Array)
+    }
     const socket = target.secure
       ? Tls.connect({
         host: target.host,
@@ -356,15 +362,11 @@ const openSocket = (target: Target, tls: TlsOptions): Effect.Effect<NodeIncoming
         cert: tls.cert as Tls.ConnectionOptions["cert"],
         key: tls.key as Tls.ConnectionOptions["key"],
         rejectUnauthorized: tls.rejectUnauthorized ?? true,
-        ALPNProtocols: ["http/1.1"]
-      })
-      : Net.connect({
-        host: target.host,
-        port: target.port,
-        onread: { buffer: sharedReadBuffer(), callback: (bytes, buffer) => tcp!.onRead(bytes, buffer) }
-      })
-    // Reading starts once connected: by then `tcp` is set.
-    if (!target.secure) tcp = new TcpIncoming(socket)
+        ALPNProtocols: ["http/1.1"],
+        onread
+      } as Tls.ConnectionOptions)
+      : Net.connect({ host: target.host, port: target.port, onread })
+    tcp = new TcpIncoming(socket)
     const onError = (cause: unknown) => {
       socket.destroy()
       resume(Effect.fail(new ConnectError({ url: target.href, cause })))
@@ -374,7 +376,7 @@ const openSocket = (target: Target, tls: TlsOptions): Effect.Effect<NodeIncoming
       socket.off("error", onError)
       // Nagle would hold small frames back by up to 40 ms.
       socket.setNoDelay(true)
-      resume(Effect.succeed(tcp ?? new NodeIncoming(socket)))
+      resume(Effect.succeed(tcp!))
     })
     return Effect.sync(() => {
       socket.off("error", onError)

@@ -121,6 +121,28 @@ describe("Client against the ws server", () => {
       const untrusted = yield* Effect.flip(Client.connect(`wss://localhost:${server.port}/`))
       expect(untrusted._tag).toBe("ConnectError")
     })))
+
+  it.live("wss://: bursts of large and small messages arrive intact through the lent read buffer (TLS records)", () =>
+    Effect.scoped(Effect.gen(function*() {
+      // TLS reads are decrypted records of up to 16 KiB into the client's one shared buffer; those of
+      // 4 KiB and more are lent to the decoder: anything it kept as a view would be overwritten.
+      const server = yield* wsServer({ tls: true })
+      const conns = yield* Effect.forEach([0, 1], () =>
+        Client.connect(`wss://localhost:${server.port}/`, { tls: { ca: cert } }))
+      const sizes = [70_000, 3, 200_000, 17, 4095, 16_384, 65_536, 1, 9000, 130_000, 0, 600]
+      const payload = (conn: number, i: number) =>
+        new Uint8Array(sizes[i]!).map((_, k) => (k * 29 + i * 11 + conn * 5) & 0xff)
+      yield* Effect.forEach(conns, (conn, c) => conn.sendAll(sizes.map((_, i) => payload(c, i))))
+      const got = yield* Effect.forEach(
+        conns,
+        (conn) => bounded(conn.messages.pipe(Stream.take(sizes.length), Stream.runCollect)),
+        { concurrency: "unbounded" }
+      )
+      got.forEach((messages, c) => {
+        expect(messages.map((m) => m.data.length)).toEqual(sizes)
+        messages.forEach((m, i) => expect(Buffer.from(m.data).equals(Buffer.from(payload(c, i)))).toBe(true))
+      })
+    })))
 })
 
 describe("Client over wss:// against wsreactor's TLS transport", () => {
@@ -145,5 +167,48 @@ describe("Client over wss:// against wsreactor's TLS transport", () => {
         expect(yield* bounded(conn.closed)).toMatchObject({ code: 1000, wasClean: true })
       }))
       yield* Fiber.interrupt(fiber)
+    })))
+})
+
+describe("Client over wss://: inbound backpressure", () => {
+  it.live("a client that does not read pauses its TLS socket, and the server's sends wait", () =>
+    Effect.scoped(Effect.gen(function*() {
+      const context = yield* Layer.build(NodeTcp.layerTls({ port: 0, host: "127.0.0.1", key, cert }))
+      const port = Context.get(context, Transport).address.port
+      const total = 512
+      let sent = 0
+      const app: Server.App<never> = {
+        http: () => Effect.succeed({ status: 404 }),
+        upgrade: () =>
+          Effect.succeed({
+            _tag: "Accept",
+            handler: (c) =>
+              Effect.forEach(
+                Array.from({ length: total }),
+                () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
+                { discard: true }
+              ).pipe(Effect.andThen(Stream.runDrain(c.messages)))
+          })
+      }
+      yield* Effect.forkScoped(
+        Server.serve(app, { outboundHighWaterMark: 64 * 1024 }).pipe(
+          Effect.provideContext(context),
+          Effect.provideService(References.MinimumLogLevel, "Warn")
+        )
+      )
+      const conn = yield* Client.connect(`wss://127.0.0.1:${port}/`, {
+        tls: { ca: cert, servername: "localhost" },
+        inboundQueueSize: 4,
+        inboundHighWaterMark: 256 * 1024
+      })
+      yield* Effect.sleep("300 millis")
+      const stalledAt = sent
+      // 32 MiB offered; the kernel's and TLS's buffers and our bounded inbox hold far less.
+      expect(stalledAt).toBeLessThan(total)
+      yield* Effect.sleep("100 millis")
+      expect(sent).toBe(stalledAt)
+      const received = yield* bounded(conn.messages.pipe(Stream.take(total), Stream.runCount))
+      expect(received).toBe(total)
+      expect(sent).toBe(total)
     })))
 })
