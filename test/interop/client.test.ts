@@ -20,6 +20,8 @@ import * as Client from "../../src/services/Client.ts"
 import type * as Message from "../../src/services/Message.ts"
 import * as Server from "../../src/services/Server.ts"
 import { Transport } from "../../src/services/Transport.ts"
+import { expectBurstEchoed } from "../support/Burst.ts"
+import { makeFlood } from "../support/Flood.ts"
 
 const tlsDir = new URL("../support/tls/", import.meta.url)
 const cert = readFileSync(new URL("cert.pem", tlsDir))
@@ -129,19 +131,7 @@ describe("Client against the ws server", () => {
       const server = yield* wsServer({ tls: true })
       const conns = yield* Effect.forEach([0, 1], () =>
         Client.connect(`wss://localhost:${server.port}/`, { tls: { ca: cert } }))
-      const sizes = [70_000, 3, 200_000, 17, 4095, 16_384, 65_536, 1, 9000, 130_000, 0, 600]
-      const payload = (conn: number, i: number) =>
-        new Uint8Array(sizes[i]!).map((_, k) => (k * 29 + i * 11 + conn * 5) & 0xff)
-      yield* Effect.forEach(conns, (conn, c) => conn.sendAll(sizes.map((_, i) => payload(c, i))))
-      const got = yield* Effect.forEach(
-        conns,
-        (conn) => bounded(conn.messages.pipe(Stream.take(sizes.length), Stream.runCollect)),
-        { concurrency: "unbounded" }
-      )
-      got.forEach((messages, c) => {
-        expect(messages.map((m) => m.data.length)).toEqual(sizes)
-        messages.forEach((m, i) => expect(Buffer.from(m.data).equals(Buffer.from(payload(c, i)))).toBe(true))
-      })
+      yield* expectBurstEchoed(conns, [70_000, 3, 200_000, 17, 4095, 16_384, 65_536, 1, 9000, 130_000, 0, 600])
     })))
 })
 
@@ -175,20 +165,10 @@ describe("Client over wss://: inbound backpressure", () => {
     Effect.scoped(Effect.gen(function*() {
       const context = yield* Layer.build(NodeTcp.layerTls({ port: 0, host: "127.0.0.1", key, cert }))
       const port = Context.get(context, Transport).address.port
-      const total = 512
-      let sent = 0
+      const flood = makeFlood(512)
       const app: Server.App<never> = {
         http: () => Effect.succeed({ status: 404 }),
-        upgrade: () =>
-          Effect.succeed({
-            _tag: "Accept",
-            handler: (c) =>
-              Effect.forEach(
-                Array.from({ length: total }),
-                () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
-                { discard: true }
-              ).pipe(Effect.andThen(Stream.runDrain(c.messages)))
-          })
+        upgrade: () => Effect.succeed({ _tag: "Accept", handler: flood.handler })
       }
       yield* Effect.forkScoped(
         Server.serve(app, { outboundHighWaterMark: 64 * 1024 }).pipe(
@@ -201,14 +181,6 @@ describe("Client over wss://: inbound backpressure", () => {
         inboundQueueSize: 4,
         inboundHighWaterMark: 256 * 1024
       })
-      yield* Effect.sleep("300 millis")
-      const stalledAt = sent
-      // 32 MiB offered; the kernel's and TLS's buffers and our bounded inbox hold far less.
-      expect(stalledAt).toBeLessThan(total)
-      yield* Effect.sleep("100 millis")
-      expect(sent).toBe(stalledAt)
-      const received = yield* bounded(conn.messages.pipe(Stream.take(total), Stream.runCount))
-      expect(received).toBe(total)
-      expect(sent).toBe(total)
+      yield* flood.expectStallThenDrain(conn)
     })))
 })

@@ -17,6 +17,8 @@ import * as Typed from "../../src/services/Typed.ts"
 import type { App } from "../../src/services/Reactor.ts"
 import * as Router from "../../src/services/Router.ts"
 import type { ServeOptions } from "../../src/services/Server.ts"
+import { expectBurstEchoed } from "../support/Burst.ts"
+import { makeFlood } from "../support/Flood.ts"
 import { startServer } from "../support/TcpServer.ts"
 
 /** A wsreactor server on 127.0.0.1, stopped with the test's scope. */
@@ -134,19 +136,7 @@ describe("Client against wsreactor's server", () => {
       for (const fragmentSize of [0, 5000]) {
         const server = yield* serverOn(echo, { fragmentSize, maxMessageSize: 1 << 20 })
         const conns = yield* Effect.forEach([0, 1], () => Client.connect(`ws://127.0.0.1:${server.port}/`))
-        const sizes = [70_000, 3, 200_000, 17, 4095, 4096, 65_536, 1, 9000, 130_000, 0, 600]
-        const payload = (conn: number, i: number) =>
-          new Uint8Array(sizes[i]!).map((_, k) => (k * 31 + i * 7 + conn * 13) & 0xff)
-        yield* Effect.forEach(conns, (conn, c) => conn.sendAll(sizes.map((_, i) => payload(c, i))))
-        const got = yield* Effect.forEach(
-          conns,
-          (conn) => bounded(conn.messages.pipe(Stream.take(sizes.length), Stream.runCollect)),
-          { concurrency: "unbounded" }
-        )
-        got.forEach((messages, c) => {
-          expect(messages.map((m) => m.data.length)).toEqual(sizes)
-          messages.forEach((m, i) => expect(Buffer.from(m.data).equals(Buffer.from(payload(c, i)))).toBe(true))
-        })
+        yield* expectBurstEchoed(conns, [70_000, 3, 200_000, 17, 4095, 4096, 65_536, 1, 9000, 130_000, 0, 600])
       }
     })))
 
@@ -224,28 +214,13 @@ describe("Client against wsreactor's server", () => {
 
   it.live("inbound: a client that does not read pauses the socket, and the server's send waits", () =>
     Effect.scoped(Effect.gen(function*() {
-      const total = 512
-      let sent = 0
-      const app = Router.make([Router.ws("/*", (c) =>
-        Effect.forEach(
-          Array.from({ length: total }),
-          () => Effect.andThen(c.send(new Uint8Array(64 * 1024)), Effect.sync(() => sent++)),
-          { discard: true }
-        ).pipe(Effect.andThen(Stream.runDrain(c.messages))))])
-      const server = yield* serverOn(app, { outboundHighWaterMark: 64 * 1024 })
+      const flood = makeFlood(512)
+      const server = yield* serverOn(Router.make([Router.ws("/*", flood.handler)]), { outboundHighWaterMark: 64 * 1024 })
       const conn = yield* Client.connect(`ws://127.0.0.1:${server.port}/`, {
         inboundQueueSize: 4,
         inboundHighWaterMark: 256 * 1024
       })
-      yield* Effect.sleep("300 millis")
-      const stalledAt = sent
-      // 32 MiB offered; the kernel's buffers and our bounded inbox hold far less.
-      expect(stalledAt).toBeLessThan(total)
-      yield* Effect.sleep("100 millis")
-      expect(sent).toBe(stalledAt)
-      const received = yield* bounded(conn.messages.pipe(Stream.take(total), Stream.runCount))
-      expect(received).toBe(total)
-      expect(sent).toBe(total)
+      yield* flood.expectStallThenDrain(conn)
     })))
 
   it.live("Typed codecs on a client connection: values both ways; a message that does not decode closes 1007", () =>
