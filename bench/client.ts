@@ -11,7 +11,7 @@
  * `npm run bench` runs it as the "client" scenario (`--only=client`).
  */
 import { type ChildProcess, spawn } from "node:child_process"
-import { existsSync } from "node:fs"
+import { existsSync, readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
@@ -25,6 +25,8 @@ const flag = (name: string) => process.argv.find((a) => a.startsWith(`--${name}`
 
 interface RunOptions {
   readonly port: number
+  /** wss:// to the server's node:https (the test certificate, trusted by both clients). */
+  readonly tls: boolean
   readonly conns: number
   readonly inflight: number
   readonly size: number
@@ -66,6 +68,9 @@ const makeWindow = (o: RunOptions) => {
   }
 }
 
+const ca = readFileSync(new URL("../test/support/tls/cert.pem", import.meta.url))
+const urlOf = (o: RunOptions) => `${o.tls ? "wss" : "ws"}://${HOST}:${o.port}/`
+
 const runWs = async (o: RunOptions): Promise<RunResult> => {
   const w = makeWindow(o)
   const payload = new Uint8Array(o.size).fill(7)
@@ -73,7 +78,7 @@ const runWs = async (o: RunOptions): Promise<RunResult> => {
   const sockets = await Promise.all(
     Array.from({ length: o.conns }, () =>
       new Promise<WebSocket>((resolve, reject) => {
-        const ws = new WebSocket(`ws://${HOST}:${o.port}/`, { perMessageDeflate: false })
+        const ws = new WebSocket(urlOf(o), { perMessageDeflate: false, ...(o.tls ? { ca } : {}) })
         ws.binaryType = "nodebuffer"
         ws.once("open", () => resolve(ws))
         ws.once("error", reject)
@@ -100,7 +105,7 @@ const runWsreactor = (o: RunOptions): Promise<RunResult> =>
     let errors = 0
     const conns = yield* Effect.forEach(
       Array.from({ length: o.conns }),
-      () => Client.connect(`ws://${HOST}:${o.port}/`, { heartbeatIntervalMs: 0 }),
+      () => Client.connect(urlOf(o), { heartbeatIntervalMs: 0, ...(o.tls ? { tls: { ca } } : {}) }),
       { concurrency: 50 }
     )
     for (const conn of conns) {
@@ -126,11 +131,14 @@ interface Case {
   readonly conns: number
   readonly inflight: number
   readonly size: number
+  readonly tls: boolean
 }
 const CASES: ReadonlyArray<Case> = [
-  { name: "small", title: "100 conns × 10 in flight × 32 B binary", conns: 100, inflight: 10, size: 32 },
-  { name: "1k", title: "100 conns × 1 in flight × 1 KiB binary", conns: 100, inflight: 1, size: 1024 },
-  { name: "64k", title: "4 conns × 1 in flight × 64 KiB binary", conns: 4, inflight: 1, size: 65536 }
+  { name: "small", title: "100 conns × 10 in flight × 32 B binary", conns: 100, inflight: 10, size: 32, tls: false },
+  { name: "1k", title: "100 conns × 1 in flight × 1 KiB binary", conns: 100, inflight: 1, size: 1024, tls: false },
+  { name: "64k", title: "4 conns × 1 in flight × 64 KiB binary", conns: 4, inflight: 1, size: 65536, tls: false },
+  { name: "wss-1k", title: "wss://, 100 conns × 1 in flight × 1 KiB binary", conns: 100, inflight: 1, size: 1024, tls: true },
+  { name: "wss-64k", title: "wss://, 4 conns × 1 in flight × 64 KiB binary", conns: 4, inflight: 1, size: 65536, tls: true }
 ]
 const CLIENTS = ["ws", "wsreactor"] as const
 
@@ -181,8 +189,9 @@ export const runClientBench = async (options: { readonly quick: boolean; readonl
   const durationMs = options.durationMs ?? (options.quick ? 600 : 1500)
   const rampMs = options.quick ? 200 : 400
   const server = start(pinned(0, [node, "bench/servers/ws.ts"]))
-  const ready = await firstLine(server, 15_000)
-  const port = Number(ready.replace(/^READY\s+/, ""))
+  const tlsServer = start(pinned(0, [node, "bench/servers/ws.ts", "--tls"]))
+  const port = Number((await firstLine(server, 15_000)).replace(/^READY\s+/, ""))
+  const tlsPort = Number((await firstLine(tlsServer, 15_000)).replace(/^READY\s+/, ""))
   const lines = [
     "| case | client | msgs/s | client CPU µs/msg | msgs/s vs ws | CPU/msg vs ws | errors |",
     "|---|---|---:|---:|---:|---:|---:|"
@@ -193,7 +202,15 @@ export const runClientBench = async (options: { readonly quick: boolean; readonl
       const runs: Record<string, Array<RunResult>> = { ws: [], wsreactor: [] }
       for (let r = 0; r < rounds; r++) {
         for (const client of r % 2 === 0 ? CLIENTS : [...CLIENTS].reverse()) {
-          const o: RunOptions = { port, conns: c.conns, inflight: c.inflight, size: c.size, rampMs, durationMs }
+          const o: RunOptions = {
+            port: c.tls ? tlsPort : port,
+            tls: c.tls,
+            conns: c.conns,
+            inflight: c.inflight,
+            size: c.size,
+            rampMs,
+            durationMs
+          }
           const child = start(pinned(1, [node, "bench/client.ts", `--role=${client}`, JSON.stringify(o)]))
           const line = await firstLine(child, durationMs + rampMs + 60_000)
           runs[client]!.push(JSON.parse(line) as RunResult)
@@ -211,12 +228,13 @@ export const runClientBench = async (options: { readonly quick: boolean; readonl
     }
   } finally {
     server.kill("SIGKILL")
+    tlsServer.kill("SIGKILL")
   }
   return {
     lines: [
       ...lines,
       "",
-      `Server: the \`ws\` echo server (core 0); each client in its own process (core 1); ${rounds} round(s) × ${durationMs} ms, clients interleaved, medians.`,
+      `Server: the \`ws\` echo server (core 0; for wss://, on node:https with the test certificate); each client in its own process (core 1); ${rounds} round(s) × ${durationMs} ms, clients interleaved, medians.`,
       "\"CPU/msg vs ws\" below 1 means the wsreactor client is cheaper per echoed message than the `ws` client.",
       `wsreactor client vs ws client: ${ratios.join("; ")}`
     ]
