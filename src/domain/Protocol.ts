@@ -73,9 +73,8 @@ export interface ProtocolOptions {
 }
 
 // Small outgoing frames are written straight into shared, append-only arenas (masked on the way
-// in for a client): a
-// connection's frames of one turn end up side by side there and go out as one view, where
-// each frame used to be a buffer of its own that the outbox then copied together again.
+// in for a client): a connection's frames of one turn end up side by side there and go out as
+// one view, where each frame used to be a buffer of its own that the outbox then copied together.
 // A region is never written twice (the cursor only moves on; a full arena is replaced and
 // lives as long as views of it do), so a view handed out stays valid. 8 KiB, as Buffer's pool:
 // a queued frame keeps no more memory alive than a pool slice did.

@@ -120,8 +120,7 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
       (chunk, borrowed) => {
         enterTurn()
         try {
-          // The server's transports hand their chunks over; a borrowed one is copied to keep.
-          this.onData(borrowed === true ? chunk.slice() : chunk)
+          this.onData(chunk, borrowed === true)
         } catch (defect) {
           this.onDefect(defect)
         } finally {
@@ -138,12 +137,14 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     )
   }
 
-  onData(chunk: Uint8Array): void {
+  /** Bytes from the peer; `borrowed`: valid during this call only (see `Incoming.listen`). */
+  onData(chunk: Uint8Array, borrowed: boolean = false): void {
     switch (this.phase) {
       case "Open":
-        return this.receive(chunk)
+        return this.receive(chunk, borrowed)
       case "Head":
-        return this.receiveHead(chunk)
+        // The head parser and `early` keep what they are given.
+        return this.receiveHead(borrowed ? chunk.slice() : chunk)
       case "Discarding":
       case "Closed":
         return
@@ -314,9 +315,9 @@ export class Session implements ConnectionHandle, OutboxOwner, InboxOwner, Liven
     return Effect.asVoid(this.awaitClosed())
   }
 
-  private receive(chunk: Uint8Array): void {
+  private receive(chunk: Uint8Array, borrowed: boolean = false): void {
     const protocol = this.protocol
-    const batch = pendingOf(protocol.receiveData(chunk))
+    const batch = pendingOf(protocol.receiveData(chunk, borrowed))
     if (batch !== undefined) {
       this.liveness?.onMessages()
       const onMessagesIn = this.server.hooks.onMessagesIn
